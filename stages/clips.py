@@ -1,0 +1,137 @@
+"""clips: split shots into clips, cut and standardise each with ffmpeg, extract 16 kHz mono audio.
+
+One source item becomes one item per candidate clip (too-short ones rejected with a reason), or
+stays one rejected source item when no shot yields a clip.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import tempfile
+from pathlib import Path
+
+import av
+from pydantic import Field, model_validator
+
+from curation.stage import Item, Params, Resources, Stage
+
+AUDIO_RATE = 16000
+
+
+class ClipsParams(Params):
+    min_clip_s: float = Field(4.0, gt=0, description="shots shorter than this are rejected")
+    max_clip_s: float = Field(30.0, gt=0, description="longer shots are split into equal clips no longer than this")
+    fps: float | None = Field(None, gt=0, description="output frame rate (null keeps the source's)")
+    max_side: int | None = Field(None, ge=64, description="downscale so the longer side is at most this (null keeps the size)")
+    crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor")
+    preset: str = Field("veryfast", description="x264 preset")
+    encoder_threads: int = Field(1, ge=1, description="x264 threads; 1 keeps clip bytes reproducible (frame-threaded x264 was seen to give different bytes between runs under load); parallelism comes from running clips side by side")
+    timeout_s: float = Field(600.0, gt=0, description="ffmpeg time limit per clip")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_clip_s < self.min_clip_s:
+            raise ValueError("max_clip_s must be >= min_clip_s")
+        return self
+
+
+class Clips(Stage):
+    name = "clips"
+    level = "source"
+    requires = ("shots",)
+    Params = ClipsParams
+
+    def resources(self) -> Resources:
+        return Resources(cpus=self.params.encoder_threads, memory_gb=1)
+
+    def process_item(self, source: Item) -> list[Item]:
+        segments = split_shots(source.meta["shots"]["shots"], self.params.min_clip_s, self.params.max_clip_s)
+        if not any(keep for _, _, keep in segments):
+            self.reject(source, "no_clips", f"no shot of at least {self.params.min_clip_s} s")
+            return [source]
+        clips = []
+        for index, (start, end, keep) in enumerate(segments):
+            clip = _child(source, index, start, end, len(segments))
+            if keep:
+                self._cut(clip)
+            else:
+                self.reject(clip, "too_short", f"{end - start:.2f} s < {self.params.min_clip_s} s")
+            clips.append(clip)
+        return clips
+
+    def _cut(self, clip: Item) -> None:
+        probe = clip.meta["probe"]
+        with tempfile.TemporaryDirectory(prefix="clip-") as workdir:
+            mp4, wav = Path(workdir) / "clip.mp4", Path(workdir) / "clip.wav"
+            command = ffmpeg_cut_command(clip.source_path, clip.start, clip.end, probe, self.params, mp4,
+                                         wav if probe["has_audio"] else None)
+            done = subprocess.run(command, capture_output=True, timeout=self.params.timeout_s)
+            if done.returncode != 0 or not mp4.exists():
+                self.reject(clip, "cut_failed", done.stderr.decode(errors="replace")[-500:])
+                return
+            clip.members["mp4"] = mp4.read_bytes()
+            if probe["has_audio"] and wav.exists():
+                clip.members["wav"] = wav.read_bytes()
+            info = _clip_info(mp4)
+        self.record(clip, {"index": clip.clip_index, "start": clip.start, "end": clip.end,
+                           "has_audio": "wav" in clip.members, **info},
+                    duration=info["duration"], fps=info["fps"], n_frames=info["n_frames"])
+
+
+def split_shots(shots: list[list[float]], min_s: float, max_s: float) -> list[tuple[float, float, bool]]:
+    """Candidate clips (start, end, keep): a shot is kept whole up to max_s, split into the fewest
+    equal parts no longer than max_s beyond it, and marked not kept when shorter than min_s."""
+    segments = []
+    for start, end in shots:
+        length = end - start
+        if length < min_s:
+            segments.append((start, end, False))
+            continue
+        parts = max(1, math.ceil(length / max_s - 1e-9))
+        step = length / parts
+        segments += [(round(start + i * step, 4), round(start + (i + 1) * step, 4), True) for i in range(parts)]
+    return segments
+
+
+def ffmpeg_cut_command(source: str, start: float, end: float, probe: dict, params: ClipsParams,
+                       mp4: Path, wav: Path | None) -> list[str]:
+    """One ffmpeg call, one decode: the standardised H.264 clip and, if there is audio, the wav.
+    Seeking a quarter frame early keeps the shot's first frame despite timestamp rounding."""
+    fps = probe["fps"] or 25.0
+    seek = max(0.0, start - 0.25 / fps)
+    width, height = _even_size(probe["width"], probe["height"], params.max_side)
+    filters = [f"scale={width}:{height}:flags=area"] + ([f"fps={params.fps}"] if params.fps else [])
+    bitexact = ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact"]
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+               "-ss", f"{seek:.6f}", "-t", f"{end - start:.6f}", "-i", source,
+               "-map", "0:v:0", "-map", "0:a:0?", "-vf", ",".join(filters),
+               "-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
+               "-threads", str(params.encoder_threads), "-c:a", "aac", "-b:a", "128k",
+               "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-movflags", "+faststart",
+               *bitexact, str(mp4)]
+    if wav is not None:
+        command += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(AUDIO_RATE), "-c:a", "pcm_s16le",
+                    "-flags:a", "+bitexact", *bitexact, str(wav)]
+    return command
+
+
+def _even_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def _clip_info(mp4: Path) -> dict:
+    with av.open(str(mp4)) as container:
+        video = container.streams.video[0]
+        n_frames = video.frames or sum(1 for _ in container.demux(video) if _.size)
+        fps = float(video.average_rate)
+        return {"fps": fps, "n_frames": int(n_frames), "duration": round(n_frames / fps, 4),
+                "width": video.codec_context.width, "height": video.codec_context.height}
+
+
+def _child(source: Item, index: int, start: float, end: float, n_clips: int) -> Item:
+    return Item(source_id=source.source_id, source_path=source.source_path,
+                key=f"{source.source_id}-{index:04d}", clip_index=index, start=start, end=end,
+                clips_in_source=n_clips, meta=copy.deepcopy(source.meta), scores=dict(source.scores),
+                timings=dict(source.timings) if index == 0 else {})  # source stages counted once
