@@ -1,0 +1,121 @@
+"""pipelines.yaml errors name the file and line, before any work starts; --set overrides apply."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+
+import pytest
+from pydantic import Field
+
+import stages
+from curation.pipeline import PipelineError, load_pipeline
+from curation.stage import Params, Stage
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "pipes.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _error(path, name="p", overrides=None) -> str:
+    with pytest.raises(PipelineError) as caught:
+        load_pipeline(name, path, overrides)
+    return str(caught.value)
+
+
+def test_the_shipped_ingest_pipeline_loads():
+    pipeline = load_pipeline("ingest")
+    assert [s.name for s in pipeline.stages] == ["probe", "shots", "clips", "write"]
+
+
+def test_unknown_stage_names_its_line_and_suggests(tmp_path):
+    path = _write(tmp_path, """\
+        p:
+          stages:
+            - probe
+            - shot:
+                detector: content
+            - clips
+            - write
+        """)
+    message = _error(path)
+    assert f"{path}:4:" in message and "unknown stage 'shot'" in message and "did you mean 'shots'" in message
+
+
+def test_unknown_and_mistyped_parameters_name_their_lines(tmp_path):
+    path = _write(tmp_path, """\
+        p:
+          stages:
+            - probe
+            - shots:
+                detector: content
+                treshold: 30
+            - clips:
+                max_clip_s: thirty
+            - write
+        """)
+    message = _error(path)
+    assert f"{path}:6: shots: unknown parameter 'treshold'" in message
+    path.write_text(path.read_text().replace("        treshold: 30\n", ""))
+    assert f"{path}:7: clips.max_clip_s: Input should be a valid number" in _error(path)
+
+
+def test_missing_required_parameter_names_the_stage_line(tmp_path, monkeypatch):
+    class NeedsWeightsParams(Params):
+        weights: str = Field(description="path to the weights")
+
+    class NeedsWeights(Stage):
+        name = "needs_weights"
+        Params = NeedsWeightsParams
+
+        def process_item(self, item):
+            return None
+
+    module = types.ModuleType("stages.needs_weights")
+    module.NeedsWeights = NeedsWeights
+    monkeypatch.setitem(sys.modules, "stages.needs_weights", module)
+    monkeypatch.setattr("curation.pipeline.available_stages", lambda: ["probe", "shots", "clips", "needs_weights", "write"])
+    path = _write(tmp_path, """\
+        p:
+          stages:
+            - probe
+            - shots
+            - clips
+            - needs_weights: {}
+            - write
+        """)
+    assert f"{path}:6: needs_weights: missing required parameter 'weights'" in _error(path)
+    pipeline = load_pipeline("p", path, ["needs_weights.weights=/models/w.pt"])
+    assert pipeline.stages[3].params.weights == "/models/w.pt"
+
+
+def test_order_and_sink_rules(tmp_path):
+    path = _write(tmp_path, "p:\n  stages:\n    - probe\n    - clips\n    - write\n")
+    assert "needs 'shots' before it" in _error(path)
+    path = _write(tmp_path, "p:\n  stages:\n    - probe\n    - shots\n    - clips\n")
+    assert "ends with exactly one sink stage" in _error(path)
+
+
+def test_overrides_apply_and_are_validated():
+    pipeline = load_pipeline("ingest", overrides=["clips.max_clip_s=12", "shots.detector=content"])
+    assert pipeline.stages[2].params.max_clip_s == 12.0 and pipeline.stages[1].params.detector == "content"
+    with pytest.raises(PipelineError, match=r"--set clips.max_clip_s=x: clips.max_clip_s"):
+        load_pipeline("ingest", overrides=["clips.max_clip_s=x"])
+    with pytest.raises(PipelineError, match="did you mean 'clips'"):
+        load_pipeline("ingest", overrides=["clip.max_clip_s=12"])
+    assert load_pipeline("ingest").config_hash() != pipeline.config_hash()
+
+
+def test_unknown_pipeline_lists_the_defined_ones():
+    with pytest.raises(PipelineError, match="no pipeline named 'ingets'.*did you mean 'ingest'"):
+        load_pipeline("ingets")
+
+
+def test_every_stage_module_defines_its_stage():
+    from curation.pipeline import available_stages, stage_class
+
+    for name in available_stages():
+        assert stage_class(name).name == name
+    assert "models" not in available_stages() and stages.__name__ == "stages"

@@ -1,0 +1,98 @@
+"""Crash and resume (SIGKILL part-way), incremental updates, and re-runs that do no work."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from corpus_reading import member_hashes
+from conftest import REALDATA, REPO_ROOT
+from curation.cli import main
+
+ONE_SAMPLE_SHARDS = ["--set", "write.max_samples_per_shard=1"]
+
+
+def _run_args(inputs, output, *extra):
+    return ["run", "--pipeline", "ingest", "--input", str(inputs), "--output", str(output), "--no-progress",
+            *ONE_SAMPLE_SHARDS, *extra]
+
+
+def _index_keys(output: Path) -> list[str]:
+    return sorted(pq.read_table(output / "index" / "clips.parquet").column("key").to_pylist())
+
+
+@pytest.fixture(scope="module")
+def resume_inputs(demo_inputs, tmp_path_factory):
+    listing = tmp_path_factory.mktemp("resume") / "inputs.txt"
+    extra = [REALDATA / "data-juicer/tests/ops/data/video1.mp4", REALDATA / "data-juicer/tests/ops/data/video5.mp4"]
+    videos = sorted(demo_inputs.glob("*.mp4")) + [p for p in extra if p.exists()]
+    listing.write_text("\n".join(str(v) for v in videos) + "\n")
+    return listing
+
+
+def test_sigkill_then_resume_equals_a_clean_run(resume_inputs, tmp_path):
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    process = subprocess.Popen([sys.executable, "-m", "curation.cli", *_run_args(resume_inputs, crashed)],
+                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (crashed / "index" / "parts" / "part-000001").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not list((crashed / "runs").glob("*.json")), "the killed run must not have finished"
+
+    assert main(_run_args(resume_inputs, crashed)) == 0
+    assert main(_run_args(resume_inputs, clean)) == 0
+    resumed = json.loads(next((crashed / "runs").glob("*.json")).read_text())
+    fresh = json.loads(next((clean / "runs").glob("*.json")).read_text())
+    assert len(resumed["shards_written"]) < len(fresh["shards_written"])  # committed work was not redone
+    assert member_hashes(crashed) == member_hashes(clean)  # same keys, same member bytes, no duplicates
+    keys = _index_keys(crashed)
+    assert keys == _index_keys(clean) and len(keys) == len(set(keys))
+    sources = pq.read_table(crashed / "index" / "sources.parquet").column("source_id").to_pylist()
+    assert len(sources) == len(set(sources)) == len(resume_inputs.read_text().splitlines())
+    assert not list((crashed / "shards").glob("*.tmp"))
+
+
+def test_incremental_run_processes_only_new_sources(demo_inputs, tmp_path):
+    videos = sorted(demo_inputs.glob("*.mp4"))
+    first, everything = tmp_path / "first.txt", tmp_path / "all.txt"
+    first.write_text("\n".join(map(str, videos[:2])))
+    everything.write_text("\n".join(map(str, videos)))
+    output = tmp_path / "corpus"
+    assert main(_run_args(first, output)) == 0
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (output / "shards").glob("*.tar")}
+
+    assert main(_run_args(everything, output)) == 0
+    runs = sorted((json.loads(p.read_text()) for p in (output / "runs").glob("*.json")), key=lambda r: r["started"])
+    assert runs[-1]["counts"]["processed"] == 1 and runs[-1]["counts"]["already_done"] == 2
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (output / "shards").glob("*.tar")}
+    assert {name: after[name] for name in before} == before  # existing shards untouched
+    assert len(after) > len(before)
+    assert {k.split("-")[0] for k in member_hashes(output)} == {
+        r["source_id"] for r in pq.read_table(output / "index/sources.parquet").to_pylist() if r["n_kept"]}
+
+    started = time.time()
+    assert main(_run_args(everything, output)) == 0
+    again = max((json.loads(p.read_text()) for p in (output / "runs").glob("*.json")), key=lambda r: r["started"])
+    assert again["counts"]["processed"] == 0 and again["shards_written"] == [] and again["stage_seconds"] == {}
+    assert {p.name for p in (output / "shards").glob("*.tar")} == set(after)
+    assert time.time() - started < 30
+
+
+def test_a_corpus_refuses_a_different_pipeline_configuration(demo_inputs, tmp_path, capsys):
+    output = tmp_path / "corpus"
+    one = tmp_path / "one.txt"
+    one.write_text(str(sorted(demo_inputs.glob("*.mp4"))[0]))
+    assert main(_run_args(one, output)) == 0
+    assert main(_run_args(one, output, "--set", "clips.max_clip_s=20")) == 2
+    assert "was built by pipeline 'ingest'" in capsys.readouterr().err

@@ -1,0 +1,120 @@
+"""Segments: one decode per clip shared by the stages that need frames, errors become rejects,
+and the Ray executor runs actor stages with the same results as the local one."""
+from __future__ import annotations
+
+import pytest
+
+from curation.executors import LocalExecutor, RayExecutor
+from curation.pipeline import Pipeline, StageConfig, load_pipeline
+from curation.runner import SegmentRunner, plan_segments
+from curation.stage import FrameSpec, Item, Params, Stage
+from stages.write import Write, WriteParams
+
+SMALL = FrameSpec(fps=2, max_side=64, gray=True)
+FULL = FrameSpec(fps=5)
+
+
+class MeanLuma(Stage):
+    name = "mean_luma"
+
+    def frame_specs(self):
+        return [SMALL]
+
+    def process_item(self, item):
+        frames = item.frames[SMALL]
+        self.record(item, {"shape": list(frames.images.shape)}, value=float(frames.images.mean()))
+
+
+class FrameCount(Stage):
+    name = "frame_count"
+
+    def frame_specs(self):
+        return [FULL]
+
+    def process_item(self, item):
+        self.record(item, n=len(item.frames[FULL].images))
+
+
+class FailsOnSecondClip(Stage):
+    name = "fails_on_second"
+
+    def process_item(self, item):
+        if item.clip_index == 1:
+            raise RuntimeError("model exploded")
+        self.record(item, ok=True)
+
+
+class WithSetup(Stage):
+    """Has setup, so it runs as its own segment (a Ray actor); needs frames again there."""
+
+    name = "with_setup"
+
+    def setup(self):
+        self.factor = 2.0
+
+    def frame_specs(self):
+        return [SMALL]
+
+    def process_item(self, item):
+        self.record(item, doubled=self.factor * len(item.frames[SMALL].images))
+
+
+def _pipeline(*extra: type[Stage]) -> Pipeline:
+    ingest = load_pipeline("ingest", overrides=["clips.max_clip_s=8"])
+    added = [StageConfig(cls.name, cls, Params(), "test") for cls in extra]
+    sink = StageConfig("write", Write, WriteParams(), "test")
+    return Pipeline("test", ingest.stages[:-1] + added + [sink])
+
+
+def _clips(demo_inputs):
+    return [Item(source_id="demo", source_path=str(demo_inputs / "demo_two_shots.mp4"))]
+
+
+def test_stages_in_a_segment_share_one_decode(demo_inputs):
+    pipeline = _pipeline(MeanLuma, FrameCount)
+    (segment,) = plan_segments(pipeline)
+    runner = SegmentRunner(segment)
+    clips = runner(_clips(demo_inputs))
+    kept = [c for c in clips if c.kept]
+    assert len(kept) == 2 and runner.decodes == len(kept)  # two frame-reading stages, one decode each
+    for clip in kept:
+        duration = clip.end - clip.start
+        assert clip.meta["mean_luma"]["shape"][1:] == [48, 64]  # 320x240 scaled to 64 on the long side
+        assert abs(clip.meta["mean_luma"]["shape"][0] - duration * 2) <= 1
+        assert abs(clip.scores["frame_count.n"] - duration * 5) <= 1
+        assert clip.frames is None and "decode" in clip.timings
+
+
+def test_a_failing_stage_rejects_its_item_and_the_run_goes_on(demo_inputs):
+    (segment,) = plan_segments(_pipeline(FailsOnSecondClip))
+    clips = {c.clip_index: c for c in SegmentRunner(segment)(_clips(demo_inputs))}
+    assert clips[0].kept and clips[0].scores["fails_on_second.ok"] is True
+    assert clips[1].reject.stage == "fails_on_second" and clips[1].reject.reason == "error"
+    assert "model exploded" in clips[1].reject.detail
+
+
+def test_stages_with_setup_get_their_own_segment():
+    segments = plan_segments(_pipeline(MeanLuma, WithSetup, FrameCount))
+    assert [s.label for s in segments] == ["probe+shots+clips+mean_luma", "with_setup", "frame_count"]
+    assert [s.needs_actor for s in segments] == [False, True, False]
+
+
+@pytest.mark.slow
+def test_ray_actor_segments_match_the_local_executor(demo_inputs):
+    import ray
+
+    from conftest import REPO_ROOT
+
+    pipeline = _pipeline(MeanLuma, WithSetup, FailsOnSecondClip)
+    local, distributed = [], []
+    # the stages above live in this test module: Ray's workers must be able to import it
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"}}, include_dashboard=False)
+    LocalExecutor().run(pipeline, _clips(demo_inputs), local.append)
+    try:
+        RayExecutor(workers=1).run(pipeline, _clips(demo_inputs), distributed.append)
+    finally:
+        ray.shutdown()
+    summary = lambda items: sorted((i.key, i.scores.get("with_setup.doubled"), i.reject and i.reject.reason)
+                                   for i in items)
+    assert summary(local) == summary(distributed)
+    assert any(s[1] for s in summary(local))
