@@ -22,6 +22,7 @@ from curation.stage import Params, Stage
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PIPELINES = REPO_ROOT / "pipelines.yaml"
 _LEVEL_ORDER = {"source": 0, "clip": 1, "sink": 2}
+PATH_SUFFIXES = ("_path", "_dir", "_weights")
 
 
 class PipelineError(ValueError):
@@ -89,6 +90,7 @@ def load_pipeline(name: str, path: Path | str = DEFAULT_PIPELINES,
         raise PipelineError(f"{path}: no pipeline named {name!r}{hint}; defined: {', '.join(pipelines)}")
     _, body = pipelines[name]
     entries = _stage_entries(body, where)
+    _resolve_paths(entries, path.parent)
     _apply_overrides(entries, overrides or [])
     configs = [_stage_config(entry, where) for entry in entries]
     _check_order(configs)
@@ -124,6 +126,14 @@ def _stage_entries(body: yaml.Node, where: _Where) -> list[dict]:
             raise PipelineError(f"{where(value)}: parameters of {key.value!r} must be a mapping")
         entries.append({"name": key.value, "node": key, "params": params, "keys": keys})
     return entries
+
+
+def _resolve_paths(entries: list[dict], base: Path) -> None:
+    """Relative weight paths in a pipelines file are relative to that file, wherever the run starts."""
+    for entry in entries:
+        for name, value in entry["params"].items():
+            if name.endswith(PATH_SUFFIXES) and isinstance(value, str) and value and not Path(value).is_absolute():
+                entry["params"][name] = str((base / value).resolve())
 
 
 def _apply_overrides(entries: list[dict], overrides: list[str]) -> None:

@@ -26,6 +26,8 @@ def write_report(paths: CorpusPaths) -> Path:
         _section("Clip durations (kept)", _figure(_plot_durations(clips))),
         _section("Throughput per run", _runs_table(runs) + _figure(_plot_stage_time(runs))),
     ]
+    if status["analysis"]:
+        sections.append(_section("Corpus analysis (kept clips)", _figure(_plot_analysis(status["analysis"]))))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>corpus report</title>"
             f"<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}"
             f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}"
@@ -102,6 +104,15 @@ def _plot_stage_time(runs: list[dict]):
     figure, axes = plt.subplots(figsize=(8, 3))
     axes.bar(list(totals), list(totals.values()))
     axes.set_ylabel("worker seconds (all runs)")
+    return figure
+
+
+def _plot_analysis(analysis: dict[str, dict[str, int]]):
+    figure, axes = plt.subplots(1, len(analysis), figsize=(4 * len(analysis), 3), squeeze=False)
+    for axis, (dimension, counts) in zip(axes[0], analysis.items()):
+        axis.bar(list(counts), list(counts.values()))
+        axis.set_title(dimension.replace("_", " "))
+        axis.tick_params(axis="x", labelrotation=45)
     return figure
 
 

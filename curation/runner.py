@@ -1,9 +1,11 @@
 """Segments: how a pipeline's stages are grouped into units of execution, and how one unit runs.
 
-Both executors run the same segments, so they do (and measure) the same work. A segment is a run of
-consecutive stages without setup (a Ray task, fused), or one stage with setup or GPUs (a Ray actor).
-Within a segment each clip is decoded once, for the union of the frames its stages ask for, and
-the frames are dropped when the segment ends, before anything crosses to another worker.
+Both executors run the same segments, so they do (and measure) the same work. A segment is a
+maximal run of consecutive CPU stages, or one GPU stage. A segment whose stages need no setup runs as
+a Ray task (fused with its neighbours); one with setup runs as a callable-class Ray actor pool that
+sets every stage up once. Within a segment each clip is decoded once, for the union of the frames its
+stages ask for, and the frames are dropped when the segment ends, before anything crosses to another
+worker: CPU analysis stages share one decode, a GPU stage decodes its own resolution tier.
 """
 from __future__ import annotations
 
@@ -24,8 +26,12 @@ class Segment:
     stages: list[StageConfig]
 
     @property
+    def on_gpu(self) -> bool:
+        return any(_uses_gpu(s) for s in self.stages)
+
+    @property
     def needs_actor(self) -> bool:
-        return any(s.cls.has_setup() or s.build().resources().gpus > 0 for s in self.stages)
+        return self.on_gpu or any(s.cls.has_setup() for s in self.stages)
 
     def resources(self) -> Resources:
         each = [s.build().resources() for s in self.stages]
@@ -45,12 +51,15 @@ def plan_segments(pipeline: Pipeline) -> list[Segment]:
     """Group the processing stages (all but the sink) into segments."""
     segments: list[Segment] = []
     for config in pipeline.stages[:-1]:
-        alone = config.cls.has_setup() or config.build().resources().gpus > 0
-        if alone or not segments or segments[-1].needs_actor:
+        if _uses_gpu(config) or not segments or segments[-1].on_gpu:
             segments.append(Segment([config]))
         else:
             segments[-1].stages.append(config)
     return segments
+
+
+def _uses_gpu(config: StageConfig) -> bool:
+    return config.build().resources().gpus > 0
 
 
 class SegmentRunner:

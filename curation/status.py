@@ -31,7 +31,26 @@ def corpus_status(output: str | Path) -> dict:
         "samples": sum(1 for c in kept if c.get("shard")),
         "kept_hours": round(sum(c["duration"] for c in kept) / 3600, 4),
         "runs": len(list(paths.runs.glob("*.json"))),
+        "analysis": corpus_analysis(kept),
     }
+
+
+# The paper's corpus analysis (appendix E.2): what the kept clips show, from the stages' index columns.
+ANALYSIS_COLUMNS = {
+    "human_size": "people.human_size",
+    "motion_amplitude": "people.motion_class",
+    "scene": "human_caption_rule.scene",
+    "language": "subtitles.language",
+}
+
+
+def corpus_analysis(kept: list[dict]) -> dict[str, dict[str, int]]:
+    """Distributions over kept clips; a dimension appears once a stage that measures it has run."""
+    analysis = {}
+    for dimension, column in ANALYSIS_COLUMNS.items():
+        if kept and any(column in clip for clip in kept):
+            analysis[dimension] = dict(Counter(str(clip.get(column) or "unknown") for clip in kept).most_common())
+    return analysis
 
 
 def _by_stage(counter: Counter) -> dict[str, dict[str, int]]:
@@ -55,4 +74,6 @@ def status_text(status: dict) -> str:
     for stage, reasons in status["clip_rejects"].items():
         lines += [f"  clip rejected by {stage}: {reason} {n}" for reason, n in reasons.items()]
     lines.append(f"shards: {status['shards']}, samples: {status['samples']}")
+    for dimension, counts in status["analysis"].items():
+        lines.append(f"{dimension.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines)

@@ -141,12 +141,21 @@ def sample_json(item: Item, source: Source, lineage: dict) -> bytes:
                    "probe": meta.get("probe")},
         "clip": meta.get("clips"),
         "caption": meta.get("caption", {}).get("text"),
-        "identities": meta.get("identities", {}).get("identities", []),
+        "identities": _identities(meta),
         "scores": item.scores,
         "stages": {name: value for name, value in meta.items() if name not in ("probe", "clips")},
         "lineage": lineage,
     }
     return json.dumps(document, sort_keys=True, ensure_ascii=False, default=_json_default).encode()
+
+
+def _identities(meta: dict) -> list:
+    """From the most specific stage that defines identities: the audio-visual `identities` stage
+    (people matched to faces and speech), else `people`."""
+    for stage in ("identities", "people"):
+        if "identities" in meta.get(stage, {}):
+            return meta[stage]["identities"]
+    return []
 
 
 def clip_row(item: Item, run_id: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 from curation.executors import LocalExecutor, RayExecutor
 from curation.pipeline import Pipeline, StageConfig, load_pipeline
 from curation.runner import SegmentRunner, plan_segments
-from curation.stage import FrameSpec, Item, Params, Stage
+from curation.stage import FrameSpec, Item, Params, Resources, Stage
 from stages.write import Write, WriteParams
 
 SMALL = FrameSpec(fps=2, max_side=64, gray=True)
@@ -45,7 +45,7 @@ class FailsOnSecondClip(Stage):
 
 
 class WithSetup(Stage):
-    """Has setup, so it runs as its own segment (a Ray actor); needs frames again there."""
+    """Has setup, so its segment runs as a Ray actor pool."""
 
     name = "with_setup"
 
@@ -93,10 +93,27 @@ def test_a_failing_stage_rejects_its_item_and_the_run_goes_on(demo_inputs):
     assert "model exploded" in clips[1].reject.detail
 
 
-def test_stages_with_setup_get_their_own_segment():
-    segments = plan_segments(_pipeline(MeanLuma, WithSetup, FrameCount))
-    assert [s.label for s in segments] == ["probe+shots+clips+mean_luma", "with_setup", "frame_count"]
-    assert [s.needs_actor for s in segments] == [False, True, False]
+class OnGpu(Stage):
+    name = "on_gpu"
+
+    def resources(self):
+        return Resources(gpus=0.5)
+
+
+def test_cpu_stages_share_a_segment_and_gpu_stages_get_their_own():
+    segments = plan_segments(_pipeline(MeanLuma, WithSetup, FrameCount, OnGpu, FailsOnSecondClip))
+    assert [s.label for s in segments] == ["probe+shots+clips+mean_luma+with_setup+frame_count", "on_gpu",
+                                           "fails_on_second"]
+    assert [s.needs_actor for s in segments] == [True, True, False]
+    assert [s.resources().gpus for s in segments] == [0, 0.5, 0]
+
+
+def test_a_segment_with_setup_decodes_once_too(demo_inputs):
+    (segment,) = plan_segments(_pipeline(MeanLuma, WithSetup, FrameCount))
+    runner = SegmentRunner(segment)
+    kept = [c for c in runner(_clips(demo_inputs)) if c.kept]
+    assert runner.decodes == len(kept) == 2
+    assert all(c.scores["with_setup.doubled"] == 2 * c.meta["mean_luma"]["shape"][0] for c in kept)
 
 
 @pytest.mark.slow

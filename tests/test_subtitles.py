@@ -1,0 +1,119 @@
+"""subtitles: changing burned-in subtitles drop a clip, static titles and watermarks do not (real OCR
+on real footage from ../shared/realdata, in short windows)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_cutting import cut_clip
+from curation.frames import decode_frames
+from curation.stage import ClipFrames, Item
+from stages.subtitles import Subtitles, SubtitlesParams, substring_edit_distance
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
+pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage folder {REALDATA} is absent")
+
+
+def clip_item(stage, path: Path, start: float, end: float) -> Item:
+    data, clip = cut_clip(path, start, end)
+    return Item(source_id="x", source_path=str(path), key="x-0000", clip_index=0, start=0.0,
+                end=clip["duration"], members={"mp4": data}, meta={"clips": clip},
+                frames=decode_frames(data, stage.frame_specs()))
+
+
+@pytest.fixture(scope="module")
+def stage() -> Subtitles:
+    s = Subtitles(SubtitlesParams())
+    s.setup()
+    return s
+
+
+def test_changing_subtitles_drop_the_clip(stage):
+    # video3: burned-in subtitles that change (README); 4-12 s holds several subtitle lines
+    item = clip_item(stage, DJ / "video3.mp4", 4.0, 12.0)
+    stage.process([item])
+    assert item.reject is not None and item.reject.reason == "subtitle_change"
+    meta = item.meta["subtitles"]
+    assert item.scores["subtitles.n_text_changes"] >= 1
+    assert 0 < item.scores["subtitles.text_area_ratio"] < 1
+    changing = [r for r in meta["regions"] if r["kind"] == "changing"]
+    assert changing and all(len(r["texts"]) >= 2 for r in changing)
+    assert len(meta["texts"]) == len(meta["sample_times"]) == len(meta["boxes"]) == 8
+
+
+def test_static_title_is_not_a_subtitle_change(stage):
+    # video2: one person under a static overlaid title (README); 0-8 s also shows a watermark that
+    # disappears after a second, which is text leaving, not text changing
+    item = clip_item(stage, DJ / "video2.mp4", 0.0, 8.0)
+    stage.process([item])
+    assert item.reject is None, item.reject
+    meta = item.meta["subtitles"]
+    assert item.scores["subtitles.n_text_changes"] == 0
+    n_samples = len(meta["sample_times"])
+    title = [r for r in meta["regions"] if r["kind"] == "static"
+             and sum(any(_inside(b, r["box"]) for b in boxes) for boxes in meta["boxes"]) == n_samples]
+    assert title, "the title should be read, in one static region, in every sampled frame"
+    width, height = item.meta["clips"]["width"], item.meta["clips"]["height"]
+    assert all(0 <= x <= width and 0 <= y <= height for boxes in meta["boxes"] for b in boxes
+               for x, y in (b[:2], b[2:])), "boxes are in clip pixels"
+
+
+def test_cartoon_subtitles_change_while_watermark_stays(stage):
+    # video1: cartoon with Chinese subtitles and a watermark (README)
+    item = clip_item(stage, DJ / "video1.mp4", 0.0, 6.0)
+    stage.process([item])
+    assert item.reject is not None and item.reject.reason == "subtitle_change"
+    kinds = {r["kind"] for r in item.meta["subtitles"]["regions"]}
+    assert kinds == {"static", "changing"}
+
+
+def test_footage_without_text_is_kept_with_empty_result(stage):
+    # video4: two girls, no overlay text (README)
+    item = clip_item(stage, DJ / "video4.mp4", 0.0, 3.0)
+    stage.process([item])
+    assert item.reject is None
+    assert item.scores["subtitles.n_text_changes"] == 0
+    assert item.meta["subtitles"]["regions"] == []
+
+
+def test_no_frames_is_a_recorded_reject(stage):
+    spec = stage.frame_specs()[0]
+    empty = ClipFrames(images=np.zeros((0, 64, 64, 3), np.uint8), times=np.zeros(0), scale=1.0)
+    item = Item(source_id="x", source_path="none", key="x-0000", frames={spec: empty})
+    stage.process([item])
+    assert item.reject.reason == "no_frames"
+
+
+def test_paddleocr_without_models_names_the_parameter():
+    with pytest.raises(ValueError, match="paddle"):
+        Subtitles(SubtitlesParams(ocr_backend="paddleocr")).setup()
+
+
+def test_substring_edit_distance_matches_partial_reads():
+    assert substring_edit_distance("太狼之异国", "喜羊羊与灰太狼之异国") == 0
+    assert substring_edit_distance("太狼之异间", "喜羊羊与灰太狼之异国") == 1
+    assert substring_edit_distance("把他们押往大牢", "我一下就把你们逮住了") >= 4
+
+
+def _inside(box, region) -> bool:
+    return box[0] >= region[0] and box[1] >= region[1] and box[2] <= region[2] and box[3] <= region[3]
+
+
+@pytest.mark.parametrize("lines,language", [
+    (["但是 屋内外面有很多的管道怎么办呢", "嗯 如果您不介意把管道裸露在外面"], "zh"),  # video3's subtitles
+    (["こんにちは、元気ですか"], "ja"),
+    (["안녕하세요 반갑습니다"], "ko"),
+    (["Bonjour, comment allez-vous aujourd'hui ?"], "fr"),
+    (["Good morning, and welcome to the show"], "en"),
+    (["OK"], None),
+])
+def test_language_of_on_screen_text(lines, language):
+    from stages.subtitles import _Region, text_language
+
+    region = _Region(box=np.zeros(4))
+    region.readings = {k: [line] for k, line in enumerate(lines)}
+    assert text_language([region], min_chars=4) == language
