@@ -40,7 +40,7 @@ class Segment:
 
     @property
     def batch_size(self) -> int:
-        return max(getattr(s.params, "batch_size", 1) for s in self.stages)
+        return max(s.build().items_per_batch() for s in self.stages)
 
     @property
     def label(self) -> str:

@@ -109,6 +109,11 @@ class Stage:
     def resources(self) -> Resources:
         return Resources()
 
+    def items_per_batch(self) -> int:
+        """Items handed to `process` at once (batched GPU inference raises it); 1 keeps Ray's tasks
+        one source or clip each, which is what spreads them over workers."""
+        return 1
+
     def frame_specs(self) -> list[FrameSpec]:
         """The frames this stage reads from `item.frames`; empty if it decodes nothing."""
         return []

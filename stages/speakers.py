@@ -1,0 +1,191 @@
+"""speakers: who speaks when. Light-ASD scores every frame of every face track against the clip's
+audio; thresholded and cleaned, the scores give each track's speaking segments.
+
+Reads the `faces` hand-off: meta["faces"]["tracks"] ([{"id", "frames": 25 fps clip frame indices,
+"boxes"}]), arrays "faces.track<id>.gray112" uint8 [T, 112, 112], and the clip's `wav` member
+(16 kHz mono 16-bit PCM).
+
+Writes arrays "speakers.track<id>.score" float32 [T]: the Light-ASD logit per track frame, windowed
+and averaged as Columbia_test.evaluate_network does (> 0 leans to speaking); meta["speakers"]
+["tracks"]: [{"id", "mean_score", "speaking_fraction", "segments": [[start, end] seconds from the
+clip start]}]; scores n_speaking_tracks, max_mean_score, speech_coverage (fraction of the clip's
+25 fps frames in which some track speaks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field, PositiveInt
+
+from curation.stage import Item, Params, Resources, Stage
+from stages.models.audio_features import VIDEO_FPS, read_wav16k, track_mfcc
+from stages.models.light_asd import EVALUATE_DURATIONS_S, load_light_asd, score_track
+
+
+class SpeakersParams(Params):
+    model_path: str | None = Field(None, description="Light-ASD weights file: finetuning_TalkSet.model (pretrain_AVA_CVPR.model scores most talking faces below 0)")
+    device: str = Field("cpu", description="torch device for Light-ASD (cpu, cuda, cuda:1, ...)")
+    num_threads: int = Field(1, ge=1, description="torch CPU threads (one per worker scales best; more threads help a lone worker on an idle machine)")
+    durations_s: tuple[PositiveInt, ...] = Field(EVALUATE_DURATIONS_S, min_length=1, description="window lengths in seconds; a frame's score is the mean of its windows' scores over these durations (evaluate_network's effective set)")
+    max_batch_frames: int = Field(256, ge=16, description="most video frames in one Light-ASD forward pass (bounds memory)")
+    threshold: float = Field(0.0, description="a frame speaks when its smoothed score is above this Light-ASD logit")
+    smooth_frames: int = Field(5, ge=1, description="centred moving average over this many frames before thresholding (the original's visualisation uses 5)")
+    min_segment_s: float = Field(0.2, ge=0, description="silent gaps shorter than this inside speech are filled, then speaking runs shorter than this are dropped")
+    reject_no_audio: bool = Field(True, description="reject clips without audio (no_audio); false keeps them with no speaker information")
+    reject_no_faces: bool = Field(True, description="reject clips without face tracks (no_faces); false keeps them with an empty track list")
+
+
+class Speakers(Stage):
+    name = "speakers"
+    requires = ("faces",)
+    Params = SpeakersParams
+
+    def resources(self) -> Resources:
+        on_gpu = self.params.device.startswith("cuda")
+        return Resources(cpus=self.params.num_threads, gpus=0.25 if on_gpu else 0.0, memory_gb=1.5)
+
+    def setup(self) -> None:
+        path = self.params.model_path
+        if not path or not Path(path).is_file():
+            raise ValueError(f"speakers.model_path must name a Light-ASD weights file, e.g. "
+                             f"finetuning_TalkSet.model (got {path!r})")
+        torch.set_num_threads(self.params.num_threads)
+        self.model = load_light_asd(path, self.params.device)
+
+    def process_item(self, item: Item) -> None:
+        inputs = speaker_inputs(item)
+        if isinstance(inputs, MissingInput):
+            self.record(item, {"tracks": []}, n_speaking_tracks=0, max_mean_score=None,
+                        speech_coverage=0.0)
+            if inputs.rejects(self.params.reject_no_audio, self.params.reject_no_faces):
+                self.reject(item, inputs.reason, inputs.detail)
+            return
+        samples, tracks = inputs
+        summaries, speaking_frames = [], set()
+        for track in tracks:
+            summary, frames = self._score(item, samples, track)
+            summaries.append(summary)
+            speaking_frames.update(frames)
+        self.record(item, {"tracks": summaries},
+                    n_speaking_tracks=sum(1 for s in summaries if s["segments"]),
+                    max_mean_score=max(s["mean_score"] for s in summaries),
+                    speech_coverage=round(len(speaking_frames) / max(clip_frame_count(item), 1), 4))
+
+    def _score(self, item: Item, samples: np.ndarray, track: dict) -> tuple[dict, list[int]]:
+        """The track's summary for meta, and its speaking clip frames."""
+        frames = np.asarray(track["frames"], dtype=np.int64)
+        gray = item.arrays[f"faces.track{track['id']}.gray112"]
+        scores = np.zeros(len(frames), dtype=np.float32)
+        for run in contiguous_runs(frames):
+            mfcc = track_mfcc(samples, int(frames[run.start]), run.stop - run.start)
+            scores[run] = score_track(self.model, mfcc, gray[run], self.params.durations_s,
+                                      self.params.max_batch_frames)
+        item.arrays[f"speakers.track{track['id']}.score"] = scores
+        speaking = self._speaking_mask(frames, scores)
+        summary = {"id": track["id"], "mean_score": round(float(scores.mean()), 4),
+                   "speaking_fraction": round(float(speaking.mean()), 4),
+                   "segments": segments_seconds(frames, speaking)}
+        return summary, frames[speaking].tolist()
+
+    def _speaking_mask(self, frames: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        min_frames = round(self.params.min_segment_s * VIDEO_FPS)
+        speaking = np.zeros(len(frames), dtype=bool)
+        for run in contiguous_runs(frames):
+            smoothed = moving_average(scores[run], self.params.smooth_frames)
+            speaking[run] = drop_short_runs(fill_short_gaps(smoothed > self.params.threshold,
+                                                            min_frames), min_frames)
+        return speaking
+
+
+@dataclass(frozen=True)
+class MissingInput:
+    """Why a clip cannot be scored: reason no_audio, no_faces or bad_audio, and a detail."""
+
+    reason: str
+    detail: str
+
+    def rejects(self, reject_no_audio: bool, reject_no_faces: bool) -> bool:
+        """Whether the clip is rejected; bad_audio (a wav that breaks the sample format) always is."""
+        return {"no_audio": reject_no_audio, "no_faces": reject_no_faces}.get(self.reason, True)
+
+
+def speaker_inputs(item: Item) -> tuple[np.ndarray, list[dict]] | MissingInput:
+    """The clip's 16 kHz samples and its face tracks (the faces hand-off), or why they are missing."""
+    if "faces" not in item.meta:
+        raise ValueError("speakers and syncnet read the faces stage's tracks: put faces before them "
+                         "in the pipeline")
+    clip = item.meta.get("clips") or {}
+    if "wav" not in item.members or clip.get("has_audio") is False:
+        return MissingInput("no_audio", "the clip has no audio track")
+    try:
+        samples = read_wav16k(item.members["wav"])
+    except ValueError as error:
+        return MissingInput("bad_audio", f"wav member: {error}")
+    tracks = [t for t in item.meta["faces"].get("tracks") or [] if len(t["frames"])]
+    if not tracks:
+        return MissingInput("no_faces", "the faces stage found no face track")
+    return samples, tracks
+
+
+def clip_frame_count(item: Item) -> int:
+    """The clip's length in 25 fps frames."""
+    clip = item.meta.get("clips") or {}
+    duration = clip.get("duration")
+    if duration is None and item.start is not None and item.end is not None:
+        duration = item.end - item.start
+    return round((duration or 0.0) * VIDEO_FPS)
+
+
+def contiguous_runs(frames: np.ndarray) -> list[slice]:
+    """Slices of a track's frame list over which the frame index rises by exactly 1."""
+    breaks = (np.flatnonzero(np.diff(frames) != 1) + 1).tolist()
+    bounds = [0, *breaks, len(frames)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """Centred mean over `width` values, over the values available near the ends."""
+    half = width // 2
+    padded_sum = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+    index = np.arange(len(values))
+    lo, hi = np.maximum(index - half, 0), np.minimum(index + width - half, len(values))
+    return (padded_sum[hi] - padded_sum[lo]) / (hi - lo)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def fill_short_gaps(speaking: np.ndarray, min_frames: int) -> np.ndarray:
+    """Gaps of fewer than min_frames between two speaking runs become speaking."""
+    filled = speaking.copy()
+    runs = _runs(speaking)
+    for (_, gap_start), (gap_end, _) in zip(runs[:-1], runs[1:]):
+        if gap_end - gap_start < min_frames:
+            filled[gap_start:gap_end] = True
+    return filled
+
+
+def drop_short_runs(speaking: np.ndarray, min_frames: int) -> np.ndarray:
+    """Speaking runs of fewer than min_frames become silent."""
+    kept = speaking.copy()
+    for start, end in _runs(speaking):
+        if end - start < min_frames:
+            kept[start:end] = False
+    return kept
+
+
+def segments_seconds(frames: np.ndarray, speaking: np.ndarray) -> list[list[float]]:
+    """[[start, end], ...] seconds from the clip start of the speaking runs; a run never spans a
+    break in the track's frames."""
+    segments = []
+    for run in contiguous_runs(frames):
+        for start, end in _runs(speaking[run]):
+            first, last = frames[run][start], frames[run][end - 1]
+            segments.append([round(first / VIDEO_FPS, 3), round((last + 1) / VIDEO_FPS, 3)])
+    return segments
