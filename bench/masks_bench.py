@@ -1,0 +1,210 @@
+"""Throughput of the masks stage (Grounding-DINO + SAM2.1 video) and the references stage on a 720p
+clip, next to one PyAV decode of the same clip.
+
+No Grounding-DINO or SAM2 weights can be fetched here, so the models are the real architectures with
+random weights (stages/models/checkpoint_configs.py): Grounding-DINO with a Swin-T backbone
+(grounding-dino-tiny; `--grounding base` for Swin-B) and SAM2.1 hiera-large, written to a temporary
+folder and loaded by the stage like downloaded checkpoints. Random weights decide nothing about the
+cost: the detector keeps its `--objects` best boxes, and SAM2's object-score head is biased to see
+every object, so that every object is tracked on every frame and the references stage has work.
+
+The clip is bedroom.mp4 (two children, 6.7 s, 960x540, 30 fps) scaled to 1280x720 and re-encoded.
+Rates are clip frames per second of work; ratios are a phase's time over the plain decode's. Each
+phase runs `--repeats` times after one warm-up and the fastest counts. On a GPU:
+
+    .venv/bin/python bench/masks_bench.py [--detector-batch-size 8] [--tracker-batch-size 16] [--objects 2]
+
+`--tiny` runs a CPU smoke test instead: miniature models, float32, the first second of the clip.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curation.frames import decode_frames  # noqa: E402
+from curation.stage import Item  # noqa: E402
+from stages.masks import Masks, MasksParams, mask_size  # noqa: E402
+from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video  # noqa: E402
+from stages.models.image_preprocessing import sam2_pixels  # noqa: E402
+from stages.references import References, ReferencesParams  # noqa: E402
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+BEDROOM = REALDATA / "sam2/notebooks/videos/bedroom.mp4"
+
+
+def scaled_clip(path: Path, height: int, seconds: float) -> tuple[bytes, dict]:
+    """The first `seconds` of a video scaled to `height` (even width, aspect kept), as H.264 mp4 bytes."""
+    out = io.BytesIO()
+    with av.open(str(path)) as source, av.open(out, "w", format="mp4") as target:
+        video = source.streams.video[0]
+        rate = Fraction(video.average_rate)
+        width = round(video.codec_context.width * height / video.codec_context.height / 2) * 2
+        encoder = target.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18"})
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+        n_frames = 0
+        for frame in source.decode(video):
+            if frame.time >= seconds:
+                break
+            scaled = frame.reformat(width=width, height=height, format="yuv420p")
+            scaled.pts, scaled.time_base = n_frames, 1 / rate
+            target.mux(encoder.encode(scaled))
+            n_frames += 1
+        target.mux(encoder.encode())
+    clip = {"fps": float(rate), "n_frames": n_frames, "width": width, "height": height, "has_audio": False,
+            "duration": n_frames / float(rate)}
+    return out.getvalue(), clip
+
+
+def plain_decode(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return sum(1 for _ in container.decode(stream))
+
+
+def fastest(run, repeats: int, synchronize) -> tuple[float, object]:
+    """Seconds of the fastest of `repeats` calls of run() after one warm-up call, and its result."""
+    result = run()
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        result = run()
+        synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def build_stages(args, folder: Path) -> tuple[Masks, References]:
+    size = "test" if args.tiny else args.grounding
+    grounding = save_random_grounding_dino(folder / "grounding", size, **({"shortest_edge": 200, "longest_edge": 320}
+                                                                          if args.tiny else {}))
+    sam2 = save_random_sam2_video(folder / "sam2", "test" if args.tiny else "large", object_score_bias=4.0)
+    masks = Masks(MasksParams(
+        grounding_model_path=str(grounding), sam2_model_path=str(sam2), device=args.device,
+        tracker_dtype=args.dtype, detector_dtype=args.detector_dtype,
+        box_threshold=0.0, max_detections=args.objects, max_objects=args.objects, track_fps=args.track_fps,
+        key_frame_interval_s=args.key_frame_interval_s, detector_batch_size=args.detector_batch_size,
+        tracker_batch_size=args.tracker_batch_size, max_side=args.max_side, min_match_iou=0.0))
+    masks.setup()
+    return masks, References(ReferencesParams())
+
+
+def new_item(clip: dict, frames) -> Item:
+    return Item(source_id="bench", source_path=str(BEDROOM), key="bench-0000", clip_index=0, start=0.0,
+                end=clip["duration"], meta={"clips": dict(clip)}, frames=frames)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: miniature models, float32, 1 s of video")
+    parser.add_argument("--device", default="cuda", help="torch device (--tiny: cpu)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"), help="SAM2's dtype")
+    parser.add_argument("--detector-dtype", default="float32", choices=("bfloat16", "float16", "float32"),
+                        help="Grounding-DINO's dtype")
+    parser.add_argument("--grounding", default="tiny", choices=("tiny", "base"),
+                        help="Grounding-DINO backbone: Swin-T or Swin-B")
+    parser.add_argument("--detector-batch-size", type=int, default=8, help="key frames per Grounding-DINO call")
+    parser.add_argument("--tracker-batch-size", type=int, default=16, help="frames per SAM2 image-encoder call")
+    parser.add_argument("--objects", type=int, default=2, help="objects tracked (the detector's best boxes)")
+    parser.add_argument("--track-fps", type=float, default=10.0, help="the stage's track_fps")
+    parser.add_argument("--key-frame-interval-s", type=float, default=0.5, help="the stage's key_frame_interval_s")
+    parser.add_argument("--max-side", type=int, default=1024, help="longer side of the frames the stage decodes")
+    parser.add_argument("--height", type=int, default=720, help="height the clip is scaled to")
+    parser.add_argument("--seconds", type=float, default=10.0, help="at most this much of bedroom.mp4 (6.7 s)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed runs per phase after a warm-up; the fastest counts")
+    args = parser.parse_args()
+    if args.tiny:
+        args.device, args.dtype, args.detector_dtype = "cpu", "float32", "float32"
+        args.height, args.seconds, args.repeats = 360, 1.0, 1
+    if not BEDROOM.is_file():
+        sys.exit(f"real footage not found at {REALDATA}")
+    on_gpu = args.device.startswith("cuda")
+    synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
+
+    data, clip = scaled_clip(BEDROOM, args.height, args.seconds)
+    with tempfile.TemporaryDirectory() as folder:
+        masks, references = build_stages(args, Path(folder))
+    n = clip["n_frames"]
+    models = "test sizes" if args.tiny else f"Grounding-DINO {args.grounding}, SAM2.1 hiera-large"
+    print(f"clip: {clip['width']}x{clip['height']}, {n} frames at {clip['fps']:.0f} fps; {models} on {args.device} "
+          f"(Grounding-DINO {args.detector_dtype}, SAM2 {args.dtype}); {args.objects} objects, track_fps "
+          f"{args.track_fps}, key frames every {args.key_frame_interval_s} s, batches {args.detector_batch_size}/"
+          f"{args.tracker_batch_size}; fastest of {args.repeats}")
+
+    rows = [("PyAV decode, every frame", fastest(lambda: plain_decode(data), args.repeats, synchronize)[0])]
+    decode_s, frames = fastest(lambda: decode_frames(data, masks.frame_specs()), args.repeats, synchronize)
+    rows.append(("decode_frames, masks spec", decode_s))
+    rows.append(("masks stage", fastest(lambda: masks.process([new_item(clip, frames)]), args.repeats, synchronize)[0]))
+    item = new_item(clip, frames)
+    masks.process([item])
+    parts, counts = part_timings(masks, frames[masks.frame_specs()[0]].images, clip, args, synchronize)
+    rows.extend(parts)
+    decode_s, ref_frames = fastest(lambda: decode_frames(data, references.frame_specs()), args.repeats, synchronize)
+    rows.append(("decode_frames, references spec", decode_s))
+
+    def run_references() -> Item:
+        referenced = new_item(clip, ref_frames)
+        referenced.members["masks.npz"] = item.members["masks.npz"]
+        references.process([referenced])
+        return referenced
+
+    references_s, referenced = fastest(run_references, args.repeats, synchronize)
+    rows.append(("references stage", references_s))
+    print_rows(rows, n)
+    step_s = (parts[2][1] - parts[1][1]) / counts["tracked"]
+    print(f"{counts['tracked']} tracked frames, {counts['keys']} key frames; SAM2 steps {1000 * step_s:.1f} ms per "
+          f"tracked frame ({args.objects} objects); masks: {item.reject.reason if item.reject else 'kept'}, "
+          f"{item.scores.get('masks.n_identities')} identities; references: "
+          f"{referenced.scores.get('references.n_references')} full-body, "
+          f"{referenced.scores.get('references.n_face_references')} face (no pose or faces stage here)")
+    if on_gpu:
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+def part_timings(masks: Masks, images: np.ndarray, clip: dict, args, synchronize) -> tuple[list, dict]:
+    """The masks stage's parts alone on the same frames: the detector on the key frames, SAM2's image
+    encoder on the tracked frames, and the whole tracker (encoder and per-frame steps)."""
+    tracked = images
+    keys = np.arange(0, len(tracked), max(1, round(args.key_frame_interval_s * min(args.track_fps, clip["fps"]))))
+    prompt = masks.detector.prompt(["person"])
+    detector_s, detections = fastest(lambda: masks.detector.detect(tracked[keys], prompt), args.repeats, synchronize)
+    tracker = masks.tracker
+
+    @torch.inference_mode()
+    def encode() -> None:
+        for start in range(0, len(tracked), tracker.batch_size):
+            pixels = sam2_pixels(tracked[start:start + tracker.batch_size], tracker.image_size, tracker.norm,
+                                 tracker.device, tracker.dtype)
+            tracker.model.get_image_features(pixels)
+
+    encoder_s, _ = fastest(encode, args.repeats, synchronize)
+    boxes_at = {int(j): found.boxes for j, found in zip(keys, detections) if len(found.boxes)}
+    size = mask_size(clip["width"], clip["height"], masks.params.mask_side)
+    tracker_s, _ = fastest(lambda: tracker.track(tracked, boxes_at, size), args.repeats, synchronize)
+    parts = [("  Grounding-DINO on the key frames", detector_s), ("  SAM2 image encoder, tracked frames", encoder_s),
+             ("  SAM2 tracker (encoder and steps)", tracker_s)]
+    return parts, {"tracked": len(tracked), "keys": len(keys)}
+
+
+def print_rows(rows: list[tuple[str, float]], n_frames: int) -> None:
+    decode_s = rows[0][1]
+    print(f"{'phase':40s} {'seconds':>8s} {'frames/s':>9s} {'x decode':>9s}")
+    for name, seconds in rows:
+        print(f"{name:40s} {seconds:8.3f} {n_frames / seconds:9.1f} {seconds / decode_s:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
