@@ -151,11 +151,19 @@ def sample_json(item: Item, source: Source, lineage: dict) -> bytes:
 
 def _identities(meta: dict) -> list:
     """From the most specific stage that defines identities: the audio-visual `identities` stage
-    (people matched to faces and speech), else `people`."""
+    (people matched to faces and speech), else `people`; with the grounding phrase of identity i
+    from the `masks` stage when it ran (its identity i is the same person)."""
+    found: list = []
     for stage in ("identities", "people"):
         if "identities" in meta.get(stage, {}):
-            return meta[stage]["identities"]
-    return []
+            found = [dict(identity) for identity in meta[stage]["identities"]]
+            break
+    masked = meta.get("masks", {}).get("identities", [])
+    if not found:
+        return [dict(identity) for identity in masked]
+    for identity, grounded in zip(found, masked):
+        identity.setdefault("phrase", grounded.get("phrase"))
+    return found
 
 
 def clip_row(item: Item, run_id: str) -> dict[str, Any]:
