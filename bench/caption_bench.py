@@ -35,17 +35,8 @@ from curation.stage import Item  # noqa: E402
 from stages.caption import Caption, CaptionParams  # noqa: E402
 from stages.models.vlm import Patching, QwenVideoCaptioner, smart_resize  # noqa: E402
 from tiny_hf import save_tiny_tokenizer, tiny_qwen_vl_config  # noqa: E402
+from common import REALDATA, VIDEOS  # noqa: E402
 
-REALDATA = ROOT.parent / "shared" / "realdata"
-VIDEOS = [
-    "data-juicer/tests/ops/data/video1.mp4",
-    "data-juicer/tests/ops/data/video2.mp4",
-    "data-juicer/tests/ops/data/video3.mp4",
-    "data-juicer/tests/ops/data/video4.mp4",
-    "data-juicer/tests/ops/data/video5.mp4",
-    "sam2/notebooks/videos/bedroom.mp4",
-    "sample-videos/one-by-one-person-detection.mp4",
-]
 
 
 def qwen2_5_vl_7b_config(tokenizer):

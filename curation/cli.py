@@ -5,7 +5,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from curation.pipeline import DEFAULT_PIPELINES, PipelineError, available_stages, load_pipeline, stage_class
 

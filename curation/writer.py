@@ -6,7 +6,6 @@ crashed run that got part way) is skipped, so a resumed run writes each sample e
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
