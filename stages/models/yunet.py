@@ -44,7 +44,7 @@ def decode_outputs(outputs: dict[str, np.ndarray], pad_w: int, pad_h: int, score
     cell, centre (col + dx, row + dy) * stride and size exp(dw, dh) * stride; then NMS."""
     boxes, scores, landmarks = [], [], []
     for stride in STRIDES:
-        cols, rows = pad_w // stride, pad_h // stride
+        cols = pad_w // stride  # cells run row by row, cols per row
         cls = np.clip(outputs[f"cls_{stride}"][:, 0], 0.0, 1.0)
         obj = np.clip(outputs[f"obj_{stride}"][:, 0], 0.0, 1.0)
         score = np.sqrt(cls * obj)
