@@ -14,22 +14,21 @@ counts; `--clock cpu` times this process's CPU seconds (all threads) instead of 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
-from scipy.io import wavfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # shared clip helpers
 
+from clip_cutting import decode_frames_25fps, wav_16k_bytes  # noqa: E402
+from common import fastest  # noqa: E402
 from curation.stage import Item  # noqa: E402
-from stages.models.audio_features import SAMPLE_RATE
 from stages.models.face_tracking import crop_track, gray_centre_112  # noqa: E402
 from stages.models.syncnet import SyncNet  # noqa: E402
 from stages.speakers import Speakers, SpeakersParams  # noqa: E402
@@ -42,51 +41,13 @@ TRACKS = SHARED / "golden" / "light-asd" / "tracks.json"
 FPS = 25
 
 
-def fastest(run, repeats: int, clock) -> tuple[float, object]:
-    """Seconds of the fastest of `repeats` calls of run(), and the last call's result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = clock()
-        result = run()
-        best = min(best, clock() - start)
-    return best, result
-
-
-def decode_window(path: Path, start: float, n_frames: int) -> np.ndarray:
-    """One threaded PyAV decode of the window: every source frame decoded, RGB kept at 25 fps
-    (the first frame at or after each start + k / 25, as curation.frames picks them)."""
-    targets = start + np.arange(n_frames) / FPS
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream)
-        for frame in container.decode(stream):
-            while len(frames) < n_frames and frame.time >= targets[len(frames)] - 1e-6:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == n_frames:
-                break
-    return np.stack(frames)
-
-
-def wav_16k(path: Path, start: float, duration: float) -> bytes:
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    with av.open(str(path)) as container:
-        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
-                  for out in resampler.resample(frame)]
-    samples = np.concatenate(chunks)[round(start * SAMPLE_RATE):round((start + duration) * SAMPLE_RATE)]
-    buffer = io.BytesIO()
-    wavfile.write(buffer, SAMPLE_RATE, samples)
-    return buffer.getvalue()
-
-
 def clip_item(clip: str, frames: np.ndarray, start: float) -> Item:
     """The item the two stages see: the faces hand-off built from the golden boxes, and the wav."""
     tracks = json.loads(TRACKS.read_text())
     n_frames = len(frames)
     path = CLIPS / f"{clip}.mp4"
     item = Item(source_id=clip, source_path=str(path), key=f"{clip}-0000", clip_index=0, start=start,
-                end=start + n_frames / FPS, members={"wav": wav_16k(path, start, n_frames / FPS)})
+                end=start + n_frames / FPS, members={"wav": wav_16k_bytes(path, start, n_frames / FPS)})
     item.meta["clips"] = {"fps": float(FPS), "n_frames": n_frames, "width": frames.shape[2],
                           "height": frames.shape[1], "has_audio": True, "duration": n_frames / FPS}
     hand_off = []
@@ -104,7 +65,7 @@ def clip_item(clip: str, frames: np.ndarray, start: float) -> Item:
 def bench_clip(clip: str, stages: dict, repeats: int, clock) -> dict:
     first_frame = json.loads(TRACKS.read_text())[f"{clip}_trackA"]["first_frame"]
     start = first_frame / FPS
-    decode_s, frames = fastest(lambda: decode_window(CLIPS / f"{clip}.mp4", start, 150), repeats, clock)
+    decode_s, frames = fastest(lambda: decode_frames_25fps(CLIPS / f"{clip}.mp4", start, 150), repeats, clock)
     item = clip_item(clip, frames, start)
     row = {"name": clip, "frames": len(frames), "tracks": len(item.meta["faces"]["tracks"]), "decode_s": decode_s}
     for name, stage in stages.items():

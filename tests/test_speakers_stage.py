@@ -13,13 +13,12 @@ import json
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from scipy.io import wavfile
 
+from clip_cutting import decode_frames_25fps, wav_16k_bytes
 from curation.stage import Item
-from stages.models.audio_features import SAMPLE_RATE
 from stages.models.face_tracking import crop_track, gray_centre_112
 from stages.speakers import Speakers, SpeakersParams
 
@@ -37,33 +36,6 @@ GOLDEN_FRAME_LAG = 2
 
 needs_data = pytest.mark.skipif(not (REALDATA.is_dir() and GOLDEN.is_dir()),
                                 reason=f"real footage ({REALDATA}) or golden tracks ({GOLDEN}) not found")
-
-
-def decode_frames_25fps(path: Path, start: float, n_frames: int) -> np.ndarray:
-    """[n, H, W, 3] RGB: for each k, the first frame at or after start + k / 25 (curation.frames' rule)."""
-    targets = start + np.arange(n_frames) / FPS
-    frames = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        container.seek(int(max(0.0, start - 1.0) / stream.time_base), stream=stream)
-        for frame in container.decode(stream):
-            while len(frames) < n_frames and frame.time >= targets[len(frames)] - 1e-6:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == n_frames:
-                break
-    return np.stack(frames)
-
-
-def wav_16k_bytes(path: Path, start: float, duration: float) -> bytes:
-    """The clip's audio as the sample format's `wav` member: 16 kHz mono 16-bit PCM."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    with av.open(str(path)) as container:
-        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
-                  for out in resampler.resample(frame)]
-    samples = np.concatenate(chunks)[round(start * SAMPLE_RATE):round((start + duration) * SAMPLE_RATE)]
-    buffer = io.BytesIO()
-    wavfile.write(buffer, SAMPLE_RATE, samples)
-    return buffer.getvalue()
 
 
 def golden_clip(clip: str, n_frames: int = 150) -> tuple[Item, list[np.ndarray]]:
