@@ -2,8 +2,8 @@
 clip, next to one PyAV decode of the same clip.
 
 No Grounding-DINO or SAM2 weights can be fetched here, so the models are the real architectures with
-random weights (stages/models/checkpoint_configs.py): Grounding-DINO with a Swin-T backbone
-(grounding-dino-tiny; `--grounding base` for Swin-B) and SAM2.1 hiera-large, written to a temporary
+random weights (stages/models/checkpoint_configs.py): Grounding-DINO with a Swin-B backbone
+(grounding-dino-base; `--grounding tiny` for Swin-T) and SAM2.1 hiera-large, written to a temporary
 folder and loaded by the stage like downloaded checkpoints. Random weights decide nothing about the
 cost: the detector keeps its `--objects` best boxes, and SAM2's object-score head is biased to see
 every object, so that every object is tracked on every frame and the references stage has work.
@@ -13,6 +13,12 @@ Rates are clip frames per second of work; ratios are a phase's time over the pla
 phase runs `--repeats` times after one warm-up and the fastest counts. On a GPU:
 
     .venv/bin/python bench/masks_bench.py [--detector-batch-size 8] [--tracker-batch-size 16] [--objects 2]
+    .venv/bin/python bench/masks_bench.py --workers 1 2 3    # stage workers sharing one GPU
+
+`--workers` runs the masks stage in that many processes on one GPU at once, as Ray runs a pool of
+masks actors with `gpus: 1/N` each, and reports the frames/s of all of them together: SAM2's
+per-object, per-frame step is short kernels launched from Python, so one process leaves the GPU idle
+between them and a second process's kernels fill those gaps.
 
 `--tiny` runs a CPU smoke test instead: miniature models, float32, the first second of the clip.
 """
@@ -86,11 +92,14 @@ def fastest(run, repeats: int, synchronize) -> tuple[float, object]:
     return best, result
 
 
-def build_stages(args, folder: Path) -> tuple[Masks, References]:
+def save_checkpoints(args, folder: Path) -> tuple[Path, Path]:
     size = "test" if args.tiny else args.grounding
     grounding = save_random_grounding_dino(folder / "grounding", size, **({"shortest_edge": 200, "longest_edge": 320}
                                                                           if args.tiny else {}))
-    sam2 = save_random_sam2_video(folder / "sam2", "test" if args.tiny else "large", object_score_bias=4.0)
+    return grounding, save_random_sam2_video(folder / "sam2", "test" if args.tiny else "large", object_score_bias=4.0)
+
+
+def build_stages(args, grounding: Path, sam2: Path) -> tuple[Masks, References]:
     masks = Masks(MasksParams(
         grounding_model_path=str(grounding), sam2_model_path=str(sam2), device=args.device,
         tracker_dtype=args.dtype, detector_dtype=args.detector_dtype,
@@ -113,18 +122,24 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"), help="SAM2's dtype")
     parser.add_argument("--detector-dtype", default="float32", choices=("bfloat16", "float16", "float32"),
                         help="Grounding-DINO's dtype")
-    parser.add_argument("--grounding", default="tiny", choices=("tiny", "base"),
+    parser.add_argument("--grounding", default="base", choices=("tiny", "base"),
                         help="Grounding-DINO backbone: Swin-T or Swin-B")
     parser.add_argument("--detector-batch-size", type=int, default=8, help="key frames per Grounding-DINO call")
     parser.add_argument("--tracker-batch-size", type=int, default=16, help="frames per SAM2 image-encoder call")
     parser.add_argument("--objects", type=int, default=2, help="objects tracked (the detector's best boxes)")
-    parser.add_argument("--track-fps", type=float, default=10.0, help="the stage's track_fps")
-    parser.add_argument("--key-frame-interval-s", type=float, default=0.5, help="the stage's key_frame_interval_s")
+    defaults = MasksParams.model_fields
+    parser.add_argument("--track-fps", type=float, default=defaults["track_fps"].default, help="the stage's track_fps")
+    parser.add_argument("--key-frame-interval-s", type=float, default=defaults["key_frame_interval_s"].default,
+                        help="the stage's key_frame_interval_s")
     parser.add_argument("--max-side", type=int, default=1024, help="longer side of the frames the stage decodes")
     parser.add_argument("--height", type=int, default=720, help="height the clip is scaled to")
     parser.add_argument("--seconds", type=float, default=10.0, help="at most this much of bedroom.mp4 (6.7 s)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="timed runs per phase after a warm-up; the fastest counts")
+    parser.add_argument("--workers", type=int, nargs="+",
+                        help="instead of the phases: the stage in this many processes sharing the GPU (several counts "
+                             "compare them side by side)")
+    parser.add_argument("--rounds", type=int, default=4, help="--workers: clips each worker processes after a warm-up")
     args = parser.parse_args()
     if args.tiny:
         args.device, args.dtype, args.detector_dtype = "cpu", "float32", "float32"
@@ -135,8 +150,12 @@ def main() -> None:
     synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     data, clip = scaled_clip(BEDROOM, args.height, args.seconds)
+    if args.workers:
+        with tempfile.TemporaryDirectory() as folder:
+            compare_worker_counts(args, save_checkpoints(args, Path(folder)), data, clip)
+        return
     with tempfile.TemporaryDirectory() as folder:
-        masks, references = build_stages(args, Path(folder))
+        masks, references = build_stages(args, *save_checkpoints(args, Path(folder)))
     n = clip["n_frames"]
     models = "test sizes" if args.tiny else f"Grounding-DINO {args.grounding}, SAM2.1 hiera-large"
     print(f"clip: {clip['width']}x{clip['height']}, {n} frames at {clip['fps']:.0f} fps; {models} on {args.device} "
@@ -197,6 +216,48 @@ def part_timings(masks: Masks, images: np.ndarray, clip: dict, args, synchronize
     parts = [("  Grounding-DINO on the key frames", detector_s), ("  SAM2 image encoder, tracked frames", encoder_s),
              ("  SAM2 tracker (encoder and steps)", tracker_s)]
     return parts, {"tracked": len(tracked), "keys": len(keys)}
+
+
+def compare_worker_counts(args, checkpoints: tuple[Path, Path], data: bytes, clip: dict) -> None:
+    """Frames/s of the masks stage in 1..N processes at once on one GPU, each processing `rounds` clips."""
+    context = torch.multiprocessing.get_context("spawn")
+    rates = {}
+    for workers in args.workers:
+        ready, start, done = context.Barrier(workers + 1), context.Event(), context.Queue()
+        processes = [context.Process(target=stage_worker, args=(args, checkpoints, data, clip, ready, start, done))
+                     for _ in range(workers)]
+        for process in processes:
+            process.start()
+        ready.wait()  # every worker has loaded its models and processed one warm-up clip
+        began = time.perf_counter()
+        start.set()
+        finished = [done.get() for _ in processes]
+        seconds = time.perf_counter() - began
+        for process in processes:
+            process.join()
+        frames = workers * args.rounds * clip["n_frames"]
+        rates[workers] = frames / seconds
+        print(f"{workers} worker(s): {frames} frames in {seconds:.2f} s = {rates[workers]:.1f} frames/s "
+              f"({rates[workers] / rates[args.workers[0]]:.2f}x {args.workers[0]} worker(s)); peak GPU memory per "
+              f"worker {max(memory for memory, _ in finished):.1f} GiB; {finished[0][1]}")
+
+
+def stage_worker(args, checkpoints, data: bytes, clip: dict, ready, start, done) -> None:
+    masks, _ = build_stages(args, *checkpoints)
+    frames = decode_frames(data, masks.frame_specs())
+    warm_up = new_item(clip, frames)
+    masks.process([warm_up])
+    ready.wait()
+    start.wait()
+    for _ in range(args.rounds):
+        item = new_item(clip, decode_frames(data, masks.frame_specs()))
+        masks.process([item])
+    memory = 0.0
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        memory = torch.cuda.max_memory_allocated() / 2**30
+    done.put((memory, f"last clip: {item.reject.reason if item.reject else 'kept'}, "
+                      f"{item.scores.get('masks.n_identities')} identities"))
 
 
 def print_rows(rows: list[tuple[str, float]], n_frames: int) -> None:

@@ -3,7 +3,7 @@
 Trains configs/model_tiny.yaml on synthetic shards (training/synthetic.py) for a fixed time, then
 measures on held-out clips:
 
-1. Mask IoU over denoising steps: each held-out clip is noised to every noise level of the 50-step
+1. Mask IoU over denoising steps (and two diagnostics, see mask_iou_curves): each held-out clip is noised to every noise level of the 50-step
    sampling schedule (one fixed noise draw per clip) and the final mask (average of the last predictor
    layers, binarised at 0.5) is compared with the ground-truth token mask, over frames whose mask
    confidence is >= 0.5. Audio is gated by the ground-truth masks, as in training. Target: >= 0.8 at
@@ -96,9 +96,10 @@ def ensure_corpus(folder: Path, clips: int, seed: int) -> str:
     return str(folder / "shards" / "shard-*.tar")
 
 
-def held_out_examples(config, companions, pattern: str, count: int) -> list[tuple]:
-    """(clip, example) pairs with full-body references; windows drawn with a fixed seed."""
-    maker = ExampleMaker(replace(config.data, ref_probs={"body": 1.0}), companions.geometry, companions.featurizer, seed=123)
+def held_out_examples(config, companions, pattern: str, count: int, kind: str = "body") -> list[tuple]:
+    """(clip, example) pairs with references of one kind (full body by default); windows drawn with a
+    fixed seed."""
+    maker = ExampleMaker(replace(config.data, ref_probs={kind: 1.0}), companions.geometry, companions.featurizer, seed=123)
     pairs = []
     for clip in read_clips(pattern):
         example = maker(clip)
@@ -114,10 +115,14 @@ def autocast(device: torch.device):
 
 
 @torch.no_grad()
-def mask_iou_curve(model, companions, config, pairs, device) -> list[float]:
-    """Mean IoU of the final predicted masks with the truth at every step's noise level."""
+def mask_iou_curves(model, companions, config, pairs, device) -> dict[str, list[float]]:
+    """Mean IoU of the final predicted masks with the truth at every step's noise level ("identity"),
+    and two diagnostics that tell localisation from identification: "any identity" (the union of the
+    predicted masks against the union of the true ones: are people found at all) and "swapped" (each
+    identity's prediction against the other identity's truth: about "identity" when the predictor finds
+    people but cannot tell which reference is which)."""
     sigmas = inference_sigmas(config.sample.steps, config.sample.shift)[:-1]
-    totals = np.zeros(len(sigmas))
+    totals = {name: np.zeros(len(sigmas)) for name in ("identity", "any identity", "swapped")}
     for index, (_, example) in enumerate(pairs):
         inputs = prepare_inputs(collate([example]), companions.vae, companions.text_encoder, companions.geometry, device)
         noise = torch.randn(inputs.latents.shape, generator=torch.Generator().manual_seed(index)).to(device)
@@ -130,10 +135,22 @@ def mask_iou_curve(model, companions, config, pairs, device) -> list[float]:
                 out = model(noisy, (sigma * TIMESTEP_SCALE)[None].to(device), inputs.text, inputs.ref_latents, inputs.audio,
                             inputs.audio_muted, AudioGate("masks", truth.float()))
             predicted = final_mask(out.mask_logits, config.model.mask_avg_last) > 0.5
-            intersection = (predicted & truth & valid).sum(-1).float()
-            union = ((predicted | truth) & valid).sum(-1).float()
-            totals[step] += (intersection / union.clamp(min=1)).mean().item()
-    return (totals / len(pairs)).tolist()
+            totals["identity"][step] += _mean_iou(predicted, truth, valid)
+            totals["any identity"][step] += _mean_iou(predicted.any(1, keepdim=True), truth.any(1, keepdim=True),
+                                                      valid.all(1, keepdim=True))
+            totals["swapped"][step] += _mean_iou(predicted.flip(1), truth, valid.flip(1) & valid)
+        last_layers = torch.sigmoid(out.mask_logits.float()) > 0.5  # [B, layers, N, L] at the last step
+        layer_totals = [_mean_iou(layer, truth, valid) for layer in last_layers.unbind(1)]
+        totals.setdefault("last step, per layer", np.zeros(len(layer_totals)))
+        totals["last step, per layer"] += layer_totals
+    return {name: (total / len(pairs)).tolist() for name, total in totals.items()}
+
+
+def _mean_iou(predicted: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean over [B, N] of the IoU over valid tokens of boolean masks [B, N, L]."""
+    intersection = (predicted & truth & valid).sum(-1).float()
+    union = ((predicted | truth) & valid).sum(-1).float()
+    return (intersection / union.clamp(min=1)).mean().item()
 
 
 def mouth_activity(frames: np.ndarray, token_masks: np.ndarray, geometry) -> tuple[np.ndarray, float]:
@@ -211,11 +228,15 @@ def print_table(result: dict) -> None:
     training = result["training"]
     print(f"\ntrained {training['steps']} steps in {training['minutes']:.1f} min on {result['device']}: "
           f"loss {training['loss']:.4f} (flow {training['flow']:.4f}, mask {training['mask']:.4f}), {training['tokens_per_s']:.0f} tokens/s")
-    curve = result["mask_iou_by_step"]
-    marks = sorted({0, len(curve) // 5, 2 * len(curve) // 5, 3 * len(curve) // 5, 4 * len(curve) // 5, len(curve) - 1})
-    print("\nmask IoU over denoising steps (target >= 0.8 at the end)")
-    print("  step   " + "".join(f"{m + 1:>8}" for m in marks))
-    print("  IoU    " + "".join(f"{curve[m]:>8.3f}" for m in marks))
+    curves = result["mask_iou_by_step"]
+    steps = len(curves["identity"])
+    marks = sorted({0, steps // 5, 2 * steps // 5, 3 * steps // 5, 4 * steps // 5, steps - 1})
+    print("\nmask IoU over denoising steps (target >= 0.8 at the end for 'identity')")
+    print(f"  {'step':<14}" + "".join(f"{m + 1:>8}" for m in marks))
+    for name in ("identity", "any identity", "swapped"):
+        print(f"  {name:<14}" + "".join(f"{curves[name][m]:>8.3f}" for m in marks))
+    print("  identity IoU of each predictor layer at the last step: "
+          + " ".join(f"{iou:.3f}" for iou in curves["last step, per layer"]))
     print("\naudio routing (mouth motion energy; error = silent / speaking, lower is better;")
     print("located = share of figures x latent frames with a predicted region to measure in)")
     name_width = max(len(name) for name in result["audio_routing"])
@@ -239,10 +260,15 @@ def main(argv=None) -> dict:
 
     model = trainer.model.eval()
     pairs = held_out_examples(config, trainer.companions, eval_pattern, args.eval_clips)
-    curve = mask_iou_curve(model, trainer.companions, config, pairs, device)
+    curves = mask_iou_curves(model, trainer.companions, config, pairs, device)
+    face_pairs = held_out_examples(config, trainer.companions, eval_pattern, args.eval_clips, kind="face")
+    face_curves = mask_iou_curves(model, trainer.companions, config, face_pairs, device)
+    print(f"with head references instead: final identity IoU {face_curves['identity'][-1]:.3f}, swapped "
+          f"{face_curves['swapped'][-1]:.3f}")
     routing = audio_routing(Sampler(model, trainer.companions, config, device), config, pairs[: args.generate_clips], device)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "training": training,
-              "mask_iou_by_step": curve, "mask_iou_final": curve[-1], "audio_routing": routing,
+              "mask_iou_by_step": curves, "mask_iou_final": curves["identity"][-1],
+              "mask_iou_by_step_head_references": face_curves, "audio_routing": routing,
               "eval_clips": len(pairs), "generated_clips": min(args.generate_clips, len(pairs)), "sample": config.sample.__dict__}
     print_table(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

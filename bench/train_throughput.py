@@ -27,7 +27,8 @@ from training.batch import ModelInputs  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
 from training.dit import InterActDiT  # noqa: E402
 from training.flops import StepShape, forward_flops, training_flops  # noqa: E402
-from training.train import step_generator, tokens_per_sample, training_losses  # noqa: E402
+from training.layers import attention_backend  # noqa: E402
+from training.train import configure_blocks, step_generator, tokens_per_sample, training_losses  # noqa: E402
 from training.vae import vae_geometry  # noqa: E402
 
 BF16_DENSE_PEAK = {"H100": 989e12, "H200": 989e12}
@@ -53,13 +54,10 @@ def random_inputs(config: Config, shape: StepShape, device: torch.device) -> Mod
     )
 
 
-def time_steps(config: Config, inputs: ModelInputs, device: torch.device, steps: int, warmup: int, compile_blocks: bool) -> dict:
+def time_steps(config: Config, inputs: ModelInputs, device: torch.device, steps: int, warmup: int) -> dict:
     torch.manual_seed(0)
     model = InterActDiT(config.model).to(device).train()
-    model.grad_checkpointing = config.train.grad_checkpointing
-    if compile_blocks:
-        for block in model.blocks:
-            block.compile()
+    configure_blocks(model, config.train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     times = []
@@ -68,7 +66,7 @@ def time_steps(config: Config, inputs: ModelInputs, device: torch.device, steps:
     for step in range(warmup + steps):
         synchronize(device)
         started = time.perf_counter()
-        with autocast:
+        with autocast, attention_backend(config.train.attention_backend):
             losses = training_losses(model, inputs, config.train, step_generator(0, 0, step))
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -112,6 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--no-grad-checkpointing", action="store_true")
+    parser.add_argument("--checkpoint-blocks", type=int, help="checkpoint only the first this many blocks")
+    parser.add_argument("--memory-budget", type=float, help="with --compile and --no-grad-checkpointing: share of "
+                                                             "activations compile keeps (train.activation_memory_budget)")
+    parser.add_argument("--attention-backend", default="auto", help="auto, cudnn, flash, efficient or math")
     parser.add_argument("--skip-mask-share", action="store_true", help="do not time the step without mask predictors")
     parser.add_argument("--peak-tflops", type=float, help="bf16 dense peak of another GPU")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny config and clip on the CPU")
@@ -124,7 +126,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
-    overrides = ["model.checkpoint=null", f"train.grad_checkpointing={str(not args.no_grad_checkpointing).lower()}", "train.cond_dropout=0.0"]
+    overrides = ["model.checkpoint=null", f"train.grad_checkpointing={str(not args.no_grad_checkpointing).lower()}",
+                 "train.cond_dropout=0.0", f"train.compile={str(args.compile).lower()}",
+                 f"train.attention_backend={args.attention_backend}"]
+    if args.checkpoint_blocks is not None:
+        overrides.append(f"train.checkpoint_blocks={args.checkpoint_blocks}")
+    if args.memory_budget is not None:
+        overrides.append(f"train.activation_memory_budget={args.memory_budget}")
     if args.cpu_smoke:
         overrides.append("data.ref_size=[16, 16]")
     config = load_config(args.config, overrides)
@@ -133,7 +141,7 @@ def main(argv=None) -> dict:
     shape = StepShape(args.batch, geometry.latent_frames(args.frames), args.height // stride, args.width // stride, args.refs,
                       config.data.ref_size[0] // stride, config.data.ref_size[1] // stride, config.model.text_len, geometry.temporal_stride)
     inputs = random_inputs(config, shape, device)
-    full = time_steps(config, inputs, device, args.steps, args.warmup, args.compile)
+    full = time_steps(config, inputs, device, args.steps, args.warmup)
     flops = training_flops(config.model, shape)
     tokens = tokens_per_sample(inputs, config.model.patch_size) * args.batch
     peak = peak_flops(device, args.peak_tflops)
@@ -141,6 +149,8 @@ def main(argv=None) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "config": args.config, "frames": args.frames, "height": args.height, "width": args.width, "refs": args.refs,
         "batch": args.batch, "compile": args.compile, "grad_checkpointing": config.train.grad_checkpointing,
+        "checkpoint_blocks": config.train.checkpoint_blocks, "activation_memory_budget": config.train.activation_memory_budget,
+        "attention_backend": config.train.attention_backend,
         "video_tokens": inputs.num_video_tokens, "tokens_per_step": tokens,
         **full,
         "tokens_per_s": tokens / full["step_time_s"],
@@ -151,7 +161,7 @@ def main(argv=None) -> dict:
     }
     if not args.skip_mask_share:
         config.model.mask_layers = []
-        without = time_steps(config, inputs, device, args.steps, args.warmup, args.compile)
+        without = time_steps(config, inputs, device, args.steps, args.warmup)
         result["step_time_without_mask_predictor_s"] = without["step_time_s"]
         result["mask_predictor_share"] = 1 - without["step_time_s"] / full["step_time_s"]
     print_table(result)
@@ -163,6 +173,9 @@ def main(argv=None) -> dict:
 def print_table(result: dict) -> None:
     rows = [
         ("device", result["device"]),
+        ("variant", f"compile {result['compile']}, checkpointing {result['grad_checkpointing']} "
+                    f"(blocks {result['checkpoint_blocks'] or 'all'}), memory budget {result['activation_memory_budget']}, "
+                    f"attention {result['attention_backend']}"),
         ("clip", f"{result['frames']} x {result['height']} x {result['width']}, {result['refs']} identities, batch {result['batch']}"),
         ("tokens per step (video + refs)", f"{result['tokens_per_step']} ({result['video_tokens']} video)"),
         ("step time (median)", f"{result['step_time_s']:.3f} s"),

@@ -3,8 +3,10 @@
 Grounding-DINO looks for "person" and the clip's subject phrases (from the phrases stage, when it ran)
 on key frames every `key_frame_interval_s`; SAM2's video model tracks the people it finds from their
 boxes on the frames sampled at `track_fps` (frames in between get masks interpolated from the tracked
-neighbours' logits, and the lower of their confidences). SA-V, SAM2's video data, was annotated at
-6 fps, so tracking at 10 fps is within what it was trained on.
+neighbours' logits, and the lower of their confidences). The default, 6.25 fps, is the rate at which
+the trainer uses masks (one per latent frame: the VAE folds 4 frames at 25 fps into one) and close to
+the 6 fps at which SA-V, SAM2's video data, was annotated; tracking faster buys detail the trainer
+averages away at about twice the cost.
 
 Identities: when the people stage ran, identity i is person i (arrays "people.boxes" [N, T_pose, 4],
 "people.frames" [T_pose]): the mask tracks are matched to the people by the mean IoU of their boxes
@@ -45,8 +47,8 @@ class MasksParams(Params):
     text_threshold: float = Field(0.25, ge=0, le=1, description="a box is labelled with the phrase whose tokens' best probability is highest if it exceeds this")
     max_detections: int = Field(20, ge=1, description="most Grounding-DINO boxes per key frame (the best) that go on to non-maximum suppression")
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which the weaker of two Grounding-DINO boxes on a key frame is dropped")
-    key_frame_interval_s: float = Field(0.5, gt=0, description="seconds between the key frames Grounding-DINO looks for people on")
-    track_fps: float = Field(10.0, gt=0, description="frames per second SAM2 tracks (and Grounding-DINO's key frames are taken from); masks of the frames in between are interpolated")
+    key_frame_interval_s: float = Field(1.0, gt=0, description="seconds between the key frames Grounding-DINO looks for people on (a person who enters is found within this)")
+    track_fps: float = Field(6.25, gt=0, description="frames per second SAM2 tracks (and Grounding-DINO's key frames are taken from); masks of the frames in between are interpolated. 6.25: one per latent frame of the trainer (4 frames at 25 fps), the rate at which it uses masks")
     new_object_iou: float = Field(0.3, ge=0, le=1, description="a key-frame box starts a new track when its IoU with every tracked mask's box is below this")
     max_objects: int = Field(6, ge=1, description="most tracks per clip (boxes beyond it are not tracked)")
     min_match_iou: float = Field(0.3, ge=0, le=1, description="a track becomes person i of the people stage only when their boxes' mean IoU over the people samples reaches this")

@@ -264,7 +264,7 @@ def test_identities_follow_the_people_stage_on_bedroom(checkpoints, bedroom):
 
 @needs_realdata
 def test_without_people_identities_are_the_tracks_left_to_right(checkpoints, video4):
-    masks = masks_stage(checkpoints, key_frame_interval_s=0.2)
+    masks = masks_stage(checkpoints, key_frame_interval_s=0.2, track_fps=10.0)
     item = clip_item(video4, [masks])
     masks.process([item])
     assert item.kept, item.reject

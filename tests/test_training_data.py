@@ -125,3 +125,11 @@ def test_training_stream_yields_bucketed_batches(corpus):
     geometry = vae_geometry(config.vae, config.model.patch_size)
     batch = next(iter(training_stream(config.data, geometry, AudioFeaturizer(config.audio), seed=0)))
     assert batch["video"].shape == (2, 8, 32, 64, 3) and len(batch["key"]) == 2
+
+
+def test_reference_probabilities_are_validated():
+    from training.config import load_config
+
+    with pytest.raises(ValueError, match="data.ref_probs"):
+        load_config("configs/model_tiny.yaml", ["data.ref_probs={body:1.0}"])  # YAML: one key "body:1.0", no value
+    assert load_config("configs/model_tiny.yaml", ["data.ref_probs={body: 1.0}"]).data.ref_probs == {"body": 1.0}

@@ -34,6 +34,7 @@ class ModelConfig:
     mask_avg_last: int = 3  # the final mask averages the last this-many predictor layers
     mask_dim: int = 256
     mask_heads: int = 4
+    mask_rope: bool = True  # 3D RoPE on the mask predictor's queries and keys (the paper's); false: an ablation
     checkpoint: str | None = None  # Wan2.1 DiT weights (safetensors file or folder), original or diffusers keys
 
     def mask_layer_ids(self) -> list[int]:
@@ -75,6 +76,13 @@ class DataConfig:
     num_workers: int = 4
     shuffle_buffer: int = 256
 
+    def __post_init__(self):
+        kinds = {"face", "body", "clothing"}
+        if not self.ref_probs or set(self.ref_probs) - kinds or not all(
+                isinstance(p, (int, float)) and p >= 0 for p in self.ref_probs.values()) or not sum(self.ref_probs.values()):
+            raise ValueError(f"data.ref_probs must map some of {sorted(kinds)} to non-negative numbers with a positive "
+                             f"sum (YAML: {{face: 0.7, body: 0.3}}), got {self.ref_probs!r}")
+
 
 @dataclass
 class TrainConfig:
@@ -87,7 +95,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     grad_checkpointing: bool = True
+    checkpoint_blocks: int | None = None  # with grad_checkpointing: only the first this many blocks (null: all)
     compile: bool = False
+    activation_memory_budget: float | None = None  # with compile: share of activations torch.compile keeps (it recomputes the cheapest rest)
+    attention_backend: str = "auto"  # scaled_dot_product_attention kernel: auto, cudnn, flash, efficient or math
     save_every: int = 1000
     log_every: int = 10
     resume: bool = True  # continue from the newest checkpoint in out_dir when there is one

@@ -191,6 +191,7 @@ class InterActDiT(nn.Module):
         self.rope = Rope3D(dim // config.num_heads)
         self.mask_rope = Rope3D(config.mask_dim // config.mask_heads)
         self.grad_checkpointing = False
+        self.checkpoint_blocks: int | None = None  # with grad_checkpointing: the first this many blocks (None: all)
         self._init_weights()
 
     def _init_weights(self):
@@ -231,9 +232,10 @@ class InterActDiT(nn.Module):
         x = video_tokens if ref_tokens is None else torch.cat([video_tokens, ref_tokens.reshape(batch, -1, self.config.dim)], 1)
         ctx, time_embedding = self._context(timesteps, text, grid, ref_grid, num_refs, audio, audio_muted, video_tokens.shape[1])
         mask_logits = []
-        for block in self.blocks:
+        checkpointed = len(self.blocks) if self.checkpoint_blocks is None else self.checkpoint_blocks
+        for index, block in enumerate(self.blocks):
             block_gate = self._block_gate(gate, block, mask_logits)
-            if self.grad_checkpointing and self.training:
+            if self.grad_checkpointing and self.training and index < checkpointed:
                 x, logits = checkpoint(block, x, ctx, block_gate, use_reentrant=False)
             else:
                 x, logits = block(x, ctx, block_gate)
@@ -242,6 +244,11 @@ class InterActDiT(nn.Module):
         video = self.head(x[:, : ctx.num_video], time_embedding)
         stacked = torch.stack(mask_logits, dim=1) if mask_logits else video.new_zeros(batch, 0, num_refs, ctx.num_video)
         return DiTOutput(self._unpatchify(video, grid), stacked)
+
+    def _mask_angles(self, positions: torch.Tensor) -> torch.Tensor:
+        """The mask predictor's RoPE angles; all zero (no rotation) when model.mask_rope is off."""
+        angles = self.mask_rope.angles(positions)
+        return angles if self.config.mask_rope else torch.zeros_like(angles)
 
     @staticmethod
     def _block_gate(gate: AudioGate, block: DiTBlock, mask_logits: list[torch.Tensor]) -> AudioGate:
@@ -277,8 +284,8 @@ class InterActDiT(nn.Module):
             mod_video=modulation[:batch],
             mod_ref=modulation[batch:],
             angles=self.rope.angles(positions),
-            mask_video_angles=self.mask_rope.angles(positions[:num_video]),
-            mask_ref_angles=self.mask_rope.angles(positions[num_video:]).reshape(num_refs, ref_grid[1] * ref_grid[2], -1),
+            mask_video_angles=self._mask_angles(positions[:num_video]),
+            mask_ref_angles=self._mask_angles(positions[num_video:]).reshape(num_refs, ref_grid[1] * ref_grid[2], -1),
             text=self.text_embedding(text.to(self.text_embedding[0].weight.dtype)),
             audio=self.audio_proj(audio.to(self.audio_proj[0].weight.dtype)),
             audio_muted=self.audio_proj(audio_muted.to(self.audio_proj[0].weight.dtype)),

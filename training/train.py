@@ -28,7 +28,8 @@ from training.build import Companions, build_companions, build_model
 from training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import Config, TrainConfig, config_to_dict, load_config
 from training.data import training_stream
-from training.dit import AudioGate
+from training.dit import AudioGate, InterActDiT
+from training.layers import attention_backend
 from training.flow import TIMESTEP_SCALE, add_noise, sample_training_sigmas, velocity_target
 from training.losses import flow_matching_loss, mask_loss, token_validity
 
@@ -95,6 +96,22 @@ def tokens_per_sample(inputs: ModelInputs, patch_size) -> int:
     return inputs.num_video_tokens + ref_tokens
 
 
+def configure_blocks(model: InterActDiT, train: TrainConfig) -> None:
+    """Gradient checkpointing (all blocks or the first train.checkpoint_blocks) and torch.compile per
+    block; with train.activation_memory_budget, compile's partitioner keeps that share of each block's
+    activations and recomputes the cheapest rest (instead of checkpointing whole blocks)."""
+    model.grad_checkpointing = train.grad_checkpointing
+    model.checkpoint_blocks = train.checkpoint_blocks
+    if train.activation_memory_budget is not None:
+        if not train.compile:
+            raise ValueError("train.activation_memory_budget needs train.compile: true")
+        from torch._functorch import config as functorch_config
+
+        functorch_config.activation_memory_budget = train.activation_memory_budget
+    if train.compile:
+        for block in model.blocks:
+            block.compile()
+
 class Trainer:
     def __init__(self, config: Config, companions: Companions | None = None):
         self.config = config
@@ -127,10 +144,7 @@ class Trainer:
             base = set(model.base_parameter_names())
             for name, param in model.named_parameters():
                 param.requires_grad_(name not in base)
-        model.grad_checkpointing = train.grad_checkpointing
-        if train.compile:
-            for block in model.blocks:
-                block.compile()
+        configure_blocks(model, train)
         if self.uses_fsdp:
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -148,7 +162,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         inputs = prepare_inputs(batch, self.companions.vae, self.companions.text_encoder, self.companions.geometry, self.device)
         generator = step_generator(self.config.train.seed, self.dist.rank, self.step)
-        with self._autocast():
+        with self._autocast(), attention_backend(self.config.train.attention_backend):
             losses = training_losses(self.model, inputs, self.config.train, generator)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
