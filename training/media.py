@@ -27,6 +27,18 @@ def decode_video(data: bytes, max_frames: int | None = None) -> tuple[np.ndarray
     return np.stack(frames), fps
 
 
+def decode_audio(data: bytes, sample_rate: int) -> np.ndarray | None:
+    """The first audio stream of a media file (bytes) as mono float32 in [-1, 1] at sample_rate; None
+    when it has none."""
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.audio:
+            return None
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0) for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    return (np.concatenate(chunks) / 32768.0).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
 def read_wav(data: bytes, sample_rate: int) -> np.ndarray:
     """PCM wav bytes -> mono float32 in [-1, 1] at sample_rate."""
     with wave.open(io.BytesIO(data)) as reader:

@@ -3,6 +3,11 @@
     python -m training.sample --config configs/model_tiny.yaml --checkpoint runs/tiny/ckpt-00002000 \\
         --prompt "two people talk" --ref a.png --audio a.wav --ref b.png --audio b.wav --out out.mp4
     python -m training.sample --config ... --checkpoint ... --input-file requests.txt --out-dir outputs/
+    python -m training.sample --config ... --checkpoint ... --testset 'test/shard-*.tar' --out-dir generated/
+
+With --testset, one video per test sample, from its caption, full-body references and per-identity
+audio (the clip's audio where that identity speaks), as long as the clip: <key>.mp4 and
+<key>.masks.npz, which python -m training.evaluate scores against the same shards.
 
 A request line is `prompt@@image_1,image_2@@audio_1,audio_2` (image i pairs with audio i, each audio is
 that identity's own track). Writes <out>.mp4 (H.264 + AAC of the summed tracks) and <out>.masks.npz, the
@@ -31,7 +36,7 @@ from training.batch import encode_references, group_audio
 from training.build import Companions, build_companions, build_model
 from training.checkpointing import load_model_weights
 from training.config import Config, SampleConfig, load_config
-from training.data import fit_reference
+from training.data import fit_reference, identity_audio, is_trainable, read_clips
 from training.dit import AudioGate, InterActDiT, final_mask
 from training.flow import TIMESTEP_SCALE, add_noise, euler_step, inference_sigmas
 from training.media import read_wav, write_mp4
@@ -263,6 +268,26 @@ def write_result(result: SampleResult, out: Path, fps: float) -> None:
     result.save_trace(out.with_suffix(".masks.npz"))
 
 
+def generate_testset(sampler: Sampler, config: Config, args) -> list[Path]:
+    """<out_dir>/<key>.mp4 for each test sample with references and audio."""
+    outputs = []
+    size = tuple(args.size or config.data.resolutions[0])
+    for clip in read_clips(args.testset):
+        if args.limit is not None and len(outputs) >= args.limit:
+            break
+        if not is_trainable(clip):
+            print(f"skipped {clip.key}: it lacks references, masks, audio or speaking times")
+            continue
+        tracks = [identity_audio(clip, i) for i in range(clip.num_identities)]
+        frames = _largest_valid_frames(sampler.companions.geometry, int(len(clip.frames) / clip.fps * config.data.fps))
+        conditions = conditions_from_arrays(sampler.companions, config, sampler.device, clip.caption, clip.refs, tracks, frames)
+        out = Path(args.out_dir) / f"{clip.key}.mp4"
+        write_result(sampler.generate(conditions, size, config.sample, args.seed), out, config.data.fps)
+        outputs.append(out)
+        print(f"[{len(outputs)}] wrote {out}")
+    return outputs
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -272,6 +297,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--ref", action="append", default=[], help="reference image of identity i (repeat)")
     parser.add_argument("--audio", action="append", default=[], help="audio of identity i (repeat, same order)")
     parser.add_argument("--input-file", help="request lines prompt@@images@@audios")
+    parser.add_argument("--testset", help="shards pattern: one video per test sample, named by its key")
+    parser.add_argument("--limit", type=int, help="--testset: at most this many samples")
     parser.add_argument("--out", default="sample.mp4", help="output file for a single request")
     parser.add_argument("--out-dir", default="samples", help="output folder for --input-file")
     parser.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="default: the first data resolution")
@@ -279,6 +306,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.testset:
+        return generate_testset(load_sampler(config, args.checkpoint, device), config, args)
     if args.input_file:
         requests = read_requests(args.input_file)
         outputs = [Path(args.out_dir) / f"sample_{i:04d}.mp4" for i in range(len(requests))]
