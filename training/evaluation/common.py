@@ -9,7 +9,7 @@ per-video values or a distribution distance such as FVD.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import numpy as np
@@ -50,6 +50,16 @@ def require_path(section: dict, key: str, metric: str) -> str:
     if not Path(value).exists():
         raise MetricUnavailable(f"{metric}: {key}={value!r} does not exist")
     return str(value)
+
+
+def settings_from_section(cls, section: dict, path_keys, metric: str):
+    """A metric's settings dataclass from its config section: the model paths (path_keys) aside, every
+    key must be a field (unknown keys are errors, as in training configs)."""
+    known = {field.name for field in fields(cls)}
+    unknown = set(section) - known - set(path_keys)
+    if unknown:
+        raise ValueError(f"{metric}: unknown keys {sorted(unknown)}; known: {sorted(known | set(path_keys))}")
+    return cls(**{key: value for key, value in section.items() if key in known})
 
 
 def sample_frame_indices(n_frames: int, count: int) -> np.ndarray:

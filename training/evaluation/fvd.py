@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from training.data import ClipSample
-from training.evaluation.common import GeneratedVideo, require_path
+from training.evaluation.common import GeneratedVideo, require_path, settings_from_section
 from training.evaluation.frechet import feature_statistics, frechet_distance
 from training.evaluation.i3d import INPUT_SIDE, MIN_FRAMES, VideoFeatureExtractor, load_i3d
 
@@ -61,11 +61,7 @@ class FvdSettings:
 
     @classmethod
     def from_section(cls, section: dict) -> FvdSettings:
-        known = {field.name for field in fields(cls)}
-        unknown = set(section) - known - set(PATH_KEYS)
-        if unknown:
-            raise ValueError(f"{METRIC}: unknown keys {sorted(unknown)}; known: {sorted(known | set(PATH_KEYS))}")
-        settings = cls(**{key: value for key, value in section.items() if key in known})
+        settings = settings_from_section(cls, section, PATH_KEYS, METRIC)
         if settings.frames < MIN_FRAMES:
             raise ValueError(f"{METRIC}: frames={settings.frames}, I3D needs at least {MIN_FRAMES}")
         if settings.max_clips_per_video < 1 or settings.batch_size < 1:

@@ -32,7 +32,7 @@ Runtime's CPU provider, `num_threads` threads each.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from stages.models.rtmpose import RTMPose, box_to_centre_scale, decode_simcc, no
 from stages.models.yolox import YoloxPersonDetector
 from stages.people import PeopleParams, link_tracks
 from training.data import ClipSample
-from training.evaluation.common import GeneratedVideo, MeanOfScores, MetricUnavailable, require_path
+from training.evaluation.common import GeneratedVideo, MeanOfScores, MetricUnavailable, require_path, settings_from_section
 
 METRIC = "hands"
 PATH_KEYS = ("wholebody_pose_path", "person_detector_path")
@@ -65,11 +65,7 @@ class HandSettings:
 
     @classmethod
     def from_section(cls, section: dict) -> HandSettings:
-        known = {field.name for field in fields(cls)}
-        unknown = set(section) - known - set(PATH_KEYS)
-        if unknown:
-            raise ValueError(f"{METRIC}: unknown keys {sorted(unknown)}; known: {sorted(known | set(PATH_KEYS))}")
-        settings = cls(**{key: value for key, value in section.items() if key in known})
+        settings = settings_from_section(cls, section, PATH_KEYS, METRIC)
         if settings.frame_stride < 1 or settings.min_frames < 2:
             # one frame has variance 0 whatever the motion: it would only pull HKV down
             raise ValueError(f"{METRIC}: frame_stride must be >= 1 and min_frames >= 2")

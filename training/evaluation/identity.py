@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -61,7 +61,7 @@ from stages.models.aesthetic_head import ClipPreprocess
 from stages.models.grounding import GroundingDino
 from stages.models.yunet import FaceDetections, YuNetOnnx, YuNetOpenCV, fixed_input_size
 from training.data import ClipSample
-from training.evaluation.common import (GeneratedVideo, MeanOfScores, MetricUnavailable, require_path,
+from training.evaluation.common import (settings_from_section, GeneratedVideo, MeanOfScores, MetricUnavailable, require_path,
                                         sample_frame_indices)
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,7 @@ class IdentitySettings:
 
     @classmethod
     def from_section(cls, section: dict) -> IdentitySettings:
-        known = {field.name for field in fields(cls)}
-        unknown = set(section) - known - set(PATH_KEYS)
-        if unknown:
-            raise ValueError(f"{METRIC}: unknown keys {sorted(unknown)}; known: {sorted(known | set(PATH_KEYS))}")
-        return cls(**{key: value for key, value in section.items() if key in known})
+        return settings_from_section(cls, section, PATH_KEYS, METRIC)
 
 
 # ---------------------------------------------------------------- embedders

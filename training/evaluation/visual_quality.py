@@ -15,7 +15,7 @@ A scorer whose paths are not set is skipped; `skipped` maps each one to the reas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,7 +25,7 @@ from PIL import Image
 from stages.models.aesthetic_head import LaionAestheticScorer, QAlignAestheticScorer
 from stages.quality import QualityParams, clip_quality
 from training.data import ClipSample
-from training.evaluation.common import (GeneratedVideo, MeanOfScores, MetricUnavailable, require_path,
+from training.evaluation.common import (settings_from_section, GeneratedVideo, MeanOfScores, MetricUnavailable, require_path,
                                         sample_frame_indices)
 
 METRIC = "visual_quality"
@@ -44,11 +44,7 @@ class QualitySettings:
 
     @classmethod
     def from_section(cls, section: dict) -> QualitySettings:
-        known = {field.name for field in fields(cls)}
-        unknown = set(section) - known - set(PATH_KEYS)
-        if unknown:
-            raise ValueError(f"{METRIC}: unknown keys {sorted(unknown)}; known: {sorted(known | set(PATH_KEYS))}")
-        return cls(**{key: value for key, value in section.items() if key in known})
+        return settings_from_section(cls, section, PATH_KEYS, METRIC)
 
 
 class QAlignScores:
