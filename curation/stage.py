@@ -6,6 +6,7 @@ with a reason; it never imports Ray (the executor does). See docs/stages.md.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -153,3 +154,10 @@ def _plain_scalar(value: Any) -> float | int | str | bool | None:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"score values must be scalars, got {type(value).__name__}")
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """A sample's .npz member (masks.npz, pose.npz, speak.npz): the arrays, compressed."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()

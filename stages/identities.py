@@ -12,13 +12,12 @@ face_tracks, speaking_segments (seconds from the clip start), mean_speaking_scor
 """
 from __future__ import annotations
 
-import io
 
 import numpy as np
 from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 
-from curation.stage import Item, Params, Stage
+from curation.stage import Item, Params, Stage, npz_bytes
 from stages.models.audio_features import VIDEO_FPS
 
 
@@ -54,9 +53,7 @@ class Identities(Stage):
             seen = scores[row][~np.isnan(scores[row])]
             identity.update(speaking_segments=segments,
                             mean_speaking_score=round(float(seen.mean()), 4) if seen.size else None)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, score=scores.astype(np.float16))
-        item.members["speak.npz"] = buffer.getvalue()
+        item.members["speak.npz"] = npz_bytes(score=scores.astype(np.float16))
         unmatched = sorted(set(t["id"] for t in tracks) - {t for i in identities for t in i["face_tracks"]})
         self.record(item, {"identities": identities, "unmatched_face_tracks": unmatched},
                     n_identities=len(identities),

@@ -21,7 +21,6 @@ trainer leaves them out of the mask loss).
 """
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 
-from curation.stage import FrameSpec, Item, Params, Resources, Stage
+from curation.stage import FrameSpec, Item, Params, Resources, Stage, npz_bytes
 from stages.models.grounding import NO_PHRASE, Detections, GroundingDino
 from stages.models.hf_local import DtypeName, torch_dtype
 from stages.models.sam2_video import Sam2VideoTracker, TrackedObjects, mask_bounding_boxes
@@ -114,7 +113,7 @@ class Masks(Stage):
         for i, track in enumerate(chosen):
             if track is not None:
                 identity_masks[i], identity_conf[i] = masks[track], conf[track]
-        item.members["masks.npz"] = _npz(masks=identity_masks, conf=identity_conf)
+        item.members["masks.npz"] = npz_bytes(masks=identity_masks, conf=identity_conf)
         identities = [_describe(i, track, identity_masks[i], identity_conf[i], labels, objects, tracked_frames,
                                 None if match_iou is None else match_iou[i]) for i, track in enumerate(chosen)]
         confidences = identity_conf.astype(np.float32)
@@ -251,8 +250,3 @@ def _checkpoint_folder(path: str | None, param: str) -> str:
         raise ValueError(f"masks: {param}={path!r} is not a checkpoint folder (no config.json)")
     return path
 
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()

@@ -14,7 +14,6 @@ left to right by mean box centre. The same boxes and frames go to later stages a
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from curation.stage import ClipFrames, FrameSpec, Item, Params, Resources, Stage
+from curation.stage import ClipFrames, FrameSpec, Item, Params, Resources, Stage, npz_bytes
 from stages.models.movenet import MoveNetPose
 from stages.models.pose_metrics import amplitude_class, motion_amplitude, track_human_size
 from stages.models.rtmpose import RTMPose
@@ -126,7 +125,7 @@ class People(Stage):
             return
         clip = item.meta["clips"]
         frame_indices = np.clip(np.round(frames.times * clip["fps"]), 0, clip["n_frames"] - 1).astype(np.int32)
-        item.members["pose.npz"] = _npz(kpts=people.keypoints.astype(np.float16), frames=frame_indices,
+        item.members["pose.npz"] = npz_bytes(kpts=people.keypoints.astype(np.float16), frames=frame_indices,
                                         boxes=people.boxes)
         item.arrays["people.boxes"] = people.boxes
         item.arrays["people.frames"] = frame_indices
@@ -237,9 +236,4 @@ def _existing(path: str | None, param: str) -> str:
         raise ValueError(f"people: {param}={path!r} is not a file")
     return path
 
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
 

@@ -75,7 +75,7 @@ def test_per_identity_sync_separates_correct_from_swapped_on_the_synthetic_corpu
     for sample in synthetic_samples(tmp_path, 4):
         generated = as_generated(sample)
         correct, swapped = timeline_of(generated, sample), timeline_of(generated, sample, order=[1, 0])
-        boxes = faces.boxes(correct)  # the figures' heads, from the masks (no face detector knows them)
+        boxes = faces.boxes(sample.key, correct)  # the figures' heads, from the masks (no face detector knows them)
         assert np.isfinite(boxes[:, :, 0]).mean() > 0.9
         rows.append(correct_and_swapped(scorer, correct, swapped, boxes))
     for correct, swapped in rows:
@@ -92,7 +92,7 @@ def test_per_identity_sync_separates_correct_from_swapped_on_real_turn_taking():
     audio = read_wav(wav_16k_bytes(VIDEO3, 0.0, seconds), 16000)
     scorer, faces = LightAsdScorer(str(LIGHT_ASD)), FaceLocator(str(YUNET))
     probe = Timeline(frames, audio[None].repeat(2, 0), np.zeros((2, len(frames)), bool), None)
-    boxes = faces.boxes(probe)
+    boxes = faces.boxes("video3", probe)
     assert np.isfinite(boxes[:, :, 0]).mean(axis=1).min() > 0.7, "both women's faces are tracked"
     speak = np.stack([scores_over(scorer, frames, boxes[i], audio) for i in range(2)])
     sample = ClipSample("video3", frames, float(VIDEO_FPS), audio, None, None, np.nan_to_num(speak, nan=-1.0),

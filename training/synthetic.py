@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import webdataset as wds
 
+from curation.stage import npz_bytes
 from training.media import encode_mp4, png_bytes, wav_bytes
 
 SAMPLE_RATE = 16000
@@ -232,10 +232,6 @@ def _face_crop(frame: np.ndarray, box: list[int], head_radius: int) -> np.ndarra
     return frame[top : top + 2 * half, left : left + 2 * half].copy()
 
 
-def _npz_bytes(**arrays) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def sample_members(clip: SyntheticClip, spec: SyntheticSpec, seed: int, index: int) -> dict:
@@ -262,9 +258,9 @@ def sample_members(clip: SyntheticClip, spec: SyntheticSpec, seed: int, index: i
         "mp4": encode_mp4(clip.frames, spec.fps, clip.audio, SAMPLE_RATE),
         "wav": wav_bytes(clip.audio, SAMPLE_RATE),
         "json": json.dumps(metadata).encode(),
-        "masks.npz": _npz_bytes(masks=clip.masks, conf=clip.conf),
-        "speak.npz": _npz_bytes(score=clip.score),
-        "pose.npz": _npz_bytes(kpts=clip.kpts, frames=np.arange(spec.frames, dtype=np.int32)),
+        "masks.npz": npz_bytes(masks=clip.masks, conf=clip.conf),
+        "speak.npz": npz_bytes(score=clip.score),
+        "pose.npz": npz_bytes(kpts=clip.kpts, frames=np.arange(spec.frames, dtype=np.int32)),
     }
     for i, (ref, face) in enumerate(zip(clip.refs, clip.faces)):
         members[f"ref_{i}.png"] = png_bytes(ref)

@@ -25,6 +25,7 @@ reported beside it: it cannot tell which face the audio was meant for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -123,11 +124,20 @@ def int16(samples: np.ndarray) -> np.ndarray:
 
 
 class FaceLocator:
+    """Face boxes per identity; one instance per detector file (face_locator), remembering the last
+    video's boxes, so Sync-C/D and the per-identity score detect each video's faces once."""
+
     def __init__(self, detector_path: str):
         self.detector = YuNetOnnx(detector_path, FACE_SCORE, 0.3)
+        self.last: tuple[str, np.ndarray] | None = None
 
-    def boxes(self, timeline: Timeline) -> np.ndarray:
-        """[N, T, 4] face box of each identity per frame (x1 y1 x2 y2, frame pixels; NaN: none)."""
+    def boxes(self, key: str, timeline: Timeline) -> np.ndarray:
+        """[N, T, 4] face box of each identity per frame of video `key` (x1 y1 x2 y2, frame pixels; NaN: none)."""
+        if self.last is None or self.last[0] != key:
+            self.last = (key, self._locate(timeline))
+        return self.last[1]
+
+    def _locate(self, timeline: Timeline) -> np.ndarray:
         n_ids, n_frames = timeline.speaking.shape
         found = [d for start in range(0, n_frames, 16) for d in self.detector.detect(timeline.frames[start : start + 16])]
         tracks = track_faces([d.boxes for d in found], [d.scores for d in found], TRACK_IOU, TRACK_MAX_GAP, TRACK_MIN_FRAMES)
@@ -138,6 +148,11 @@ class FaceLocator:
             heads = head_boxes(timeline.masks, timeline.frames.shape[1:3])
             boxes = np.where(np.isnan(boxes), heads, boxes)
         return boxes
+
+
+@lru_cache(maxsize=None)
+def face_locator(detector_path: str) -> FaceLocator:
+    return FaceLocator(detector_path)
 
 
 def assign_tracks(tracks: list, masks: np.ndarray | None, n_ids: int, frame_size: tuple[int, int]) -> dict:
@@ -222,7 +237,7 @@ class SyncMetric:
 
     def score(self, generated: GeneratedVideo, sample: ClipSample) -> dict[str, float]:
         timeline = timeline_of(generated, sample)
-        boxes = self.faces.boxes(timeline)
+        boxes = self.faces.boxes(generated.key, timeline)
         tables = [self.scorer.distances(crop_track(timeline.frames[run], boxes[i][run]),
                                         int16(timeline.mix[run.start * SAMPLES_PER_FRAME :]))
                   for i in range(len(boxes)) for run in face_runs(boxes[i]) if run.stop - run.start > FRAMES_PER_WINDOW]
@@ -242,7 +257,7 @@ class IdentitySyncMetric:
         if sample.audio is None or sample.num_identities == 0:
             return {}
         timeline = timeline_of(generated, sample)
-        return self.means.add(identity_sync(self.scorer, timeline, self.faces.boxes(timeline)))
+        return self.means.add(identity_sync(self.scorer, timeline, self.faces.boxes(generated.key, timeline)))
 
     def summary(self) -> dict[str, float]:
         return self.means.means()
@@ -250,7 +265,7 @@ class IdentitySyncMetric:
 
 def build_sync(section: dict, device: str) -> SyncMetric:
     path = require_path(section, "syncnet_path", "sync")
-    return SyncMetric(SyncNetScorer(path, device), FaceLocator(require_path(section, "face_detector_path", "sync")))
+    return SyncMetric(SyncNetScorer(path, device), face_locator(require_path(section, "face_detector_path", "sync")))
 
 
 def build_identity_sync(section: dict, device: str) -> IdentitySyncMetric:
@@ -261,4 +276,4 @@ def build_identity_sync(section: dict, device: str) -> IdentitySyncMetric:
         scorer = SyncNetScorer(require_path(section, "syncnet_path", "identity_sync"), device)
     else:
         raise MetricUnavailable(f"identity_sync: scorer must be light_asd or syncnet, got {scorer_name!r}")
-    return IdentitySyncMetric(scorer, FaceLocator(require_path(section, "face_detector_path", "identity_sync")))
+    return IdentitySyncMetric(scorer, face_locator(require_path(section, "face_detector_path", "identity_sync")))
