@@ -7,6 +7,7 @@ mask predictor's share of step time (the same step timed again without any mask 
 
     python bench/train_throughput.py                      # 81 x 480 x 832, 2 identities, on the GPU
     python bench/train_throughput.py --compile            # torch.compile per block
+    python bench/train_throughput.py --compile --checkpoint-policy save_attention_and_matmuls --profile
     python bench/train_throughput.py --cpu-smoke          # tiny config, seconds on a CPU
 """
 from __future__ import annotations
@@ -25,13 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.batch import ModelInputs  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
-from training.dit import InterActDiT  # noqa: E402
+from training.dit import CHECKPOINT_POLICIES, InterActDiT  # noqa: E402
 from training.flops import StepShape, forward_flops, training_flops  # noqa: E402
 from training.layers import attention_backend  # noqa: E402
 from training.train import configure_blocks, step_generator, tokens_per_sample, training_losses  # noqa: E402
 from training.vae import vae_geometry  # noqa: E402
 
 BF16_DENSE_PEAK = {"H100": 989e12, "H200": 989e12}
+KERNEL_KINDS = {  # substrings of CUDA kernel names, checked in this order
+    "attention": ("flash", "fmha", "cudnn", "attention", "sdpa"),
+    "matmul": ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "wgmma", "mm_"),
+}
 
 
 def random_inputs(config: Config, shape: StepShape, device: torch.device) -> ModelInputs:
@@ -54,28 +59,58 @@ def random_inputs(config: Config, shape: StepShape, device: torch.device) -> Mod
     )
 
 
-def time_steps(config: Config, inputs: ModelInputs, device: torch.device, steps: int, warmup: int) -> dict:
+def train_step(model, optimizer, inputs: ModelInputs, config: Config, step: int) -> dict:
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if inputs.latents.is_cuda else nullcontext()
+    with autocast, attention_backend(config.train.attention_backend):
+        losses = training_losses(model, inputs, config.train, step_generator(0, 0, step))
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    optimizer.step()
+    return losses
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    for kind, marks in KERNEL_KINDS.items():
+        if any(mark in lowered for mark in marks):
+            return kind
+    return "other (norms, RoPE, activations, copies, optimizer)"
+
+
+def profile_step(run) -> dict[str, float]:
+    """GPU seconds of one step by kernel kind, and the kernels that take most."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    by_kind: dict[str, float] = {}
+    kernels = [(e.key, e.device_time_total / 1e6) for e in prof.key_averages()
+               if e.device_time_total > 0 and not e.key.startswith(("aten::", "autograd::"))]
+    for name, seconds in kernels:
+        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + seconds
+    for name, seconds in sorted(kernels, key=lambda item: -item[1])[:12]:
+        print(f"  {seconds:7.3f} s  {kernel_kind(name)[:9]:<9}  {name[:110]}")
+    return by_kind
+
+
+def time_steps(config: Config, inputs: ModelInputs, device: torch.device, steps: int, warmup: int, profile: bool = False) -> dict:
     torch.manual_seed(0)
     model = InterActDiT(config.model).to(device).train()
     configure_blocks(model, config.train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for step in range(warmup + steps):
         synchronize(device)
         started = time.perf_counter()
-        with autocast, attention_backend(config.train.attention_backend):
-            losses = training_losses(model, inputs, config.train, step_generator(0, 0, step))
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
+        losses = train_step(model, optimizer, inputs, config, step)
         synchronize(device)
         if step >= warmup:
             times.append(time.perf_counter() - started)
     result = {"step_time_s": statistics.median(times), "step_times_s": times, "loss": losses["loss"].item(),
               "parameters": sum(p.numel() for p in model.parameters())}
+    if profile and device.type == "cuda":
+        result["gpu_time_by_kind"] = profile_step(lambda: train_step(model, optimizer, inputs, config, step + 1))
     if device.type == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del model, optimizer
@@ -111,9 +146,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--no-grad-checkpointing", action="store_true")
     parser.add_argument("--checkpoint-blocks", type=int, help="checkpoint only the first this many blocks")
+    parser.add_argument("--checkpoint-policy", default="block", choices=sorted(CHECKPOINT_POLICIES),
+                        help="what a checkpointed block keeps (train.checkpoint_policy)")
     parser.add_argument("--memory-budget", type=float, help="with --compile and --no-grad-checkpointing: share of "
                                                              "activations compile keeps (train.activation_memory_budget)")
     parser.add_argument("--attention-backend", default="auto", help="auto, cudnn, flash, efficient or math")
+    parser.add_argument("--profile", action="store_true", help="also profile one step: GPU time by kernel kind")
     parser.add_argument("--skip-mask-share", action="store_true", help="do not time the step without mask predictors")
     parser.add_argument("--peak-tflops", type=float, help="bf16 dense peak of another GPU")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny config and clip on the CPU")
@@ -128,7 +166,7 @@ def main(argv=None) -> dict:
     device = torch.device("cpu" if args.cpu_smoke or not torch.cuda.is_available() else "cuda")
     overrides = ["model.checkpoint=null", f"train.grad_checkpointing={str(not args.no_grad_checkpointing).lower()}",
                  "train.cond_dropout=0.0", f"train.compile={str(args.compile).lower()}",
-                 f"train.attention_backend={args.attention_backend}"]
+                 f"train.attention_backend={args.attention_backend}", f"train.checkpoint_policy={args.checkpoint_policy}"]
     if args.checkpoint_blocks is not None:
         overrides.append(f"train.checkpoint_blocks={args.checkpoint_blocks}")
     if args.memory_budget is not None:
@@ -141,7 +179,7 @@ def main(argv=None) -> dict:
     shape = StepShape(args.batch, geometry.latent_frames(args.frames), args.height // stride, args.width // stride, args.refs,
                       config.data.ref_size[0] // stride, config.data.ref_size[1] // stride, config.model.text_len, geometry.temporal_stride)
     inputs = random_inputs(config, shape, device)
-    full = time_steps(config, inputs, device, args.steps, args.warmup)
+    full = time_steps(config, inputs, device, args.steps, args.warmup, profile=args.profile)
     flops = training_flops(config.model, shape)
     tokens = tokens_per_sample(inputs, config.model.patch_size) * args.batch
     peak = peak_flops(device, args.peak_tflops)
@@ -149,7 +187,8 @@ def main(argv=None) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "config": args.config, "frames": args.frames, "height": args.height, "width": args.width, "refs": args.refs,
         "batch": args.batch, "compile": args.compile, "grad_checkpointing": config.train.grad_checkpointing,
-        "checkpoint_blocks": config.train.checkpoint_blocks, "activation_memory_budget": config.train.activation_memory_budget,
+        "checkpoint_blocks": config.train.checkpoint_blocks, "checkpoint_policy": config.train.checkpoint_policy,
+        "activation_memory_budget": config.train.activation_memory_budget,
         "attention_backend": config.train.attention_backend,
         "video_tokens": inputs.num_video_tokens, "tokens_per_step": tokens,
         **full,
@@ -174,7 +213,7 @@ def print_table(result: dict) -> None:
     rows = [
         ("device", result["device"]),
         ("variant", f"compile {result['compile']}, checkpointing {result['grad_checkpointing']} "
-                    f"(blocks {result['checkpoint_blocks'] or 'all'}), memory budget {result['activation_memory_budget']}, "
+                    f"(blocks {result['checkpoint_blocks'] or 'all'}, policy {result['checkpoint_policy']}), memory budget {result['activation_memory_budget']}, "
                     f"attention {result['attention_backend']}"),
         ("clip", f"{result['frames']} x {result['height']} x {result['width']}, {result['refs']} identities, batch {result['batch']}"),
         ("tokens per step (video + refs)", f"{result['tokens_per_step']} ({result['video_tokens']} video)"),
@@ -187,6 +226,8 @@ def print_table(result: dict) -> None:
     ]
     if "peak_memory_gib" in result:
         rows.append(("peak memory", f"{result['peak_memory_gib']:.1f} GiB"))
+    for kind, seconds in result.get("gpu_time_by_kind", {}).items():
+        rows.append((f"GPU time: {kind}", f"{seconds:.3f} s ({100 * seconds / result['step_time_s']:.0f} % of step)"))
     if "mask_predictor_share" in result:
         rows.append(("mask predictor share of step", f"{100 * result['mask_predictor_share']:.1f} %"))
     width = max(len(name) for name, _ in rows)

@@ -12,6 +12,7 @@ from training.audio import AudioFeaturizer
 from training.data import (
     ExampleMaker, augment_reference, bucket_batches, identity_audio, read_clips, shard_urls, speaking_samples, training_stream,
 )
+from training.synthetic import SyntheticSpec, write_corpus
 from training.testing import micro_config, write_micro_corpus, single_torch_thread  # noqa: F401
 from training.vae import vae_geometry
 
@@ -35,6 +36,21 @@ def test_shards_hold_the_contract_members(corpus):
     assert len(keys) == 2 and all(re.fullmatch(r"[0-9a-f]{16}-\d{4}", key) for key in keys)
     members = {name.split(".", 1)[1] for name in names}
     assert members == {"mp4", "wav", "json", "masks.npz", "speak.npz", "pose.npz", "ref_0.png", "ref_1.png", "face_0.png", "face_1.png"}
+
+
+def test_corpus_written_by_several_processes_is_the_same(corpus, tmp_path):
+    parallel = tmp_path / "parallel"
+    write_corpus(parallel, 3, 0, SyntheticSpec(frames=24), clips_per_shard=2, workers=2)
+
+    def members(shard_glob):
+        contents = {}
+        for url in shard_urls(shard_glob):
+            with tarfile.open(url) as tar:
+                contents.update({m.name: tar.extractfile(m).read() for m in tar.getmembers()})
+        return contents
+
+    assert members(str(parallel / "shards" / "shard-*.tar")) == members(corpus)
+    assert not list(parallel.glob("shards/*.tmp"))
 
 
 def test_decoded_clip(clips):

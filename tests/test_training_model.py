@@ -1,14 +1,19 @@
 """The DiT: shapes, reference tokens, mask predictor sharing, audio windows and gating, RoPE."""
 import os
+from collections import Counter
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from training.dit import AudioGate, InterActDiT  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from training.config import TrainConfig  # noqa: E402
+from training.dit import CHECKPOINT_POLICIES, AudioGate, InterActDiT  # noqa: E402
 from training.heads import AudioCrossAttention, MaskPredictor  # noqa: E402
 from training.rope import Rope3D, apply_rope, grid_positions  # noqa: E402
+from training.train import configure_blocks  # noqa: E402
 from training.testing import micro_config, single_torch_thread  # noqa: F401, E402
 
 CONFIG = micro_config().model
@@ -125,13 +130,43 @@ def test_rope_depends_only_on_relative_position():
     assert not torch.allclose(score((3, 1, 2), (1, 4, 4)), score((3, 1, 2), (2, 4, 4)))
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+class OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.counts = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def gradients_and_backward_ops(policy: str | None):
+    """Gradients of one loss, and the ops the backward ran, under a checkpoint policy (None: no checkpointing)."""
     inputs = make_inputs()
-    grads = []
-    for checkpointing in (False, True):
-        model = model_with_live_audio().train()
-        model.grad_checkpointing = checkpointing
-        out = model(**inputs, gate=AudioGate("global"))
+    model = model_with_live_audio().train()
+    configure_blocks(model, TrainConfig(grad_checkpointing=policy is not None, checkpoint_policy=policy or "block"))
+    out = model(**inputs, gate=AudioGate("global"))
+    with OpCounter() as backward_ops:
         (out.velocity.square().mean() + out.mask_logits.sigmoid().mean()).backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    torch.testing.assert_close(grads[0], grads[1])
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]), backward_ops.counts
+
+
+def test_checkpoint_policies_give_the_same_gradients_and_recompute_only_what_they_do_not_keep():
+    reference, plain = gradients_and_backward_ops(None)
+    attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    runs = {policy: gradients_and_backward_ops(policy) for policy in CHECKPOINT_POLICIES}
+    for policy, (grads, counts) in runs.items():
+        torch.testing.assert_close(grads, reference, msg=policy)
+        assert (counts[attention] > 0) == (policy == "block"), policy  # the forward attention runs again only there
+    assert plain[attention] == 0
+
+    def matmul_calls(counts):
+        return counts[torch.ops.aten.mm.default] + counts[torch.ops.aten.addmm.default]
+
+    kept = {policy: matmul_calls(counts) for policy, (_, counts) in runs.items()}
+    assert matmul_calls(plain) == kept["save_attention_and_matmuls"] < kept["save_attention_and_narrow_matmuls"] < kept["save_attention"]
+
+
+def test_unknown_checkpoint_policy_is_refused():
+    with pytest.raises(ValueError, match="checkpoint_policy"):
+        configure_blocks(model_with_live_audio(), TrainConfig(checkpoint_policy="save_everything"))

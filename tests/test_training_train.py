@@ -36,8 +36,9 @@ def test_trainer_logs_losses_and_throughput_and_saves(corpus, tmp_path):
     metrics = trainer.fit(data_loader(config, trainer.companions, rank=0))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
-    for name in ("loss", "flow", "mask", "lr", "step_time", "tokens_per_s", "grad_norm"):
+    for name in ("loss", "flow", "mask", "lr", "step_time", "tokens_per_s", "grad_norm", "data_wait"):
         assert all(row[name] >= 0 for row in rows), name
+    assert all(row["data_wait"] <= row["step_time"] for row in rows)
     assert metrics["loss"] == pytest.approx(metrics["flow"] + metrics["mask"], rel=1e-5)
     assert rows[0]["tokens_per_s"] > 0 and metrics["mask"] > 0
     checkpoint = latest_checkpoint(tmp_path)
@@ -65,7 +66,8 @@ def test_resume_continues_exactly(corpus, batches, tmp_path):
 
 def test_fsdp_on_two_cpu_processes(corpus, tmp_path):
     overrides = [arg for item in [*MICRO_DATA, f"data.shards='{corpus}'", f"train.out_dir='{tmp_path}'", "train.steps=2",
-                                  "train.save_every=2", "train.grad_checkpointing=true"] for arg in ("--set", item)]
+                                  "train.save_every=2", "train.grad_checkpointing=true",
+                                  "train.checkpoint_policy=save_attention_and_narrow_matmuls"] for arg in ("--set", item)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "training.train", "--config", str(TINY_CONFIG), *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")

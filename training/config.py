@@ -96,6 +96,7 @@ class TrainConfig:
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     grad_checkpointing: bool = True
     checkpoint_blocks: int | None = None  # with grad_checkpointing: only the first this many blocks (null: all)
+    checkpoint_policy: str = "block"  # with grad_checkpointing: block (recompute all) or a selective policy of training.dit.CHECKPOINT_POLICIES
     compile: bool = False
     activation_memory_budget: float | None = None  # with compile: share of activations torch.compile keeps (it recomputes the cheapest rest)
     attention_backend: str = "auto"  # scaled_dot_product_attention kernel: auto, cudnn, flash, efficient or math

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from training.config import ModelConfig
 from training.heads import AudioCrossAttention, MaskPredictor
@@ -24,6 +25,33 @@ from training.layers import FloatLayerNorm, RMSNorm, attention, merge_heads, spl
 from training.rope import Rope3D, apply_rope, grid_positions, sinusoidal_embedding
 
 GATE_MODES = ("masks", "global", "muted", "current")
+_aten = torch.ops.aten
+_ATTENTION_OPS = {_aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention.default,
+                  _aten._scaled_dot_product_efficient_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default}
+_MATMUL_OPS = {_aten.mm.default, _aten.addmm.default, _aten.bmm.default}  # (bias,) input, weight: the weight comes last
+
+
+def _keep(saved: bool) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if saved else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _save_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return _keep(op in _ATTENTION_OPS)
+
+
+def _save_attention_and_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return _keep(op in _ATTENTION_OPS or op in _MATMUL_OPS)
+
+
+def _save_attention_and_narrow_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Also recompute the matmuls that widen their input (the FFN's up-projection): their outputs are the
+    largest activations and among the cheapest matmuls to redo per byte."""
+    return _keep(op in _ATTENTION_OPS or (op in _MATMUL_OPS and args[-1].shape[-1] <= args[-2].shape[-1]))
+
+
+# Selective checkpointing: what a block's backward keeps of its forward; the rest is recomputed.
+CHECKPOINT_POLICIES = {"block": None, "save_attention": _save_attention, "save_attention_and_matmuls": _save_attention_and_matmuls,
+                       "save_attention_and_narrow_matmuls": _save_attention_and_narrow_matmuls}
 
 
 @dataclass
@@ -118,8 +146,15 @@ class DiTBlock(nn.Module):
         self.mask_predictor = (
             MaskPredictor(dim, config.mask_dim, config.mask_heads, eps) if with_mask_predictor else None
         )
+        self.checkpoint_context = None  # see checkpoint_selectively
 
     def forward(self, x: torch.Tensor, ctx: BlockContext, gate: AudioGate) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Inside forward, so that torch.compile of the block sees the policy and plans recompute with it.
+        if self.checkpoint_context is not None and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, ctx, gate, use_reentrant=False, context_fn=self.checkpoint_context)
+        return self._forward(x, ctx, gate)
+
+    def _forward(self, x: torch.Tensor, ctx: BlockContext, gate: AudioGate) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self._wan_block(x, ctx)
         video, refs = x[:, : ctx.num_video], x[:, ctx.num_video :]
         mask_logits = None
@@ -131,6 +166,11 @@ class DiTBlock(nn.Module):
                 gate = AudioGate("masks", (mask_logits.detach() > 0).to(video.dtype))
         video = video + self._audio(video, ctx, gate)
         return torch.cat([video, refs], dim=1), mask_logits
+
+    def checkpoint_selectively(self, policy) -> None:
+        """Checkpoint this block with a CHECKPOINT_POLICIES function: backward keeps the outputs of the
+        ops it saves and recomputes the rest of the forward (None: no selective checkpointing)."""
+        self.checkpoint_context = None if policy is None else partial(create_selective_checkpoint_contexts, policy)
 
     def _wan_block(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
         mod_video = (self.modulation + ctx.mod_video).chunk(6, dim=1)

@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,8 +235,6 @@ def _face_crop(frame: np.ndarray, box: list[int], head_radius: int) -> np.ndarra
     return frame[top : top + 2 * half, left : left + 2 * half].copy()
 
 
-
-
 def sample_members(clip: SyntheticClip, spec: SyntheticSpec, seed: int, index: int) -> dict:
     """The clip as the members of one WebDataset sample, keyed as the contract says."""
     source_hash = hashlib.sha256(f"synthetic/{seed}/{index}".encode()).hexdigest()
@@ -268,22 +269,30 @@ def sample_members(clip: SyntheticClip, spec: SyntheticSpec, seed: int, index: i
     return members
 
 
-def write_corpus(out_dir: str | Path, clips: int, seed: int = 0, spec: SyntheticSpec = SyntheticSpec(), clips_per_shard: int = 32) -> list[Path]:
-    """Write OUT/shards/shard-%06d.tar; each shard appears under its final name only once complete."""
+def write_corpus(out_dir: str | Path, clips: int, seed: int = 0, spec: SyntheticSpec = SyntheticSpec(), clips_per_shard: int = 32,
+                 workers: int = 1) -> list[Path]:
+    """Write OUT/shards/shard-%06d.tar, shards in `workers` processes; each shard appears under its final
+    name only once complete, and clip i is the same whatever the number of workers."""
     shard_dir = Path(out_dir) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for shard_index, first in enumerate(range(0, clips, clips_per_shard)):
-        final = shard_dir / f"shard-{shard_index:06d}.tar"
-        temporary = final.with_suffix(".tar.tmp")
-        with wds.TarWriter(str(temporary)) as writer:
-            for index in range(first, min(first + clips_per_shard, clips)):
-                rng = np.random.default_rng([seed, index])
-                writer.write(sample_members(render_clip(rng, spec), spec, seed, index))
-        temporary.replace(final)
-        paths.append(final)
+    jobs = [(shard_dir / f"shard-{k:06d}.tar", range(first, min(first + clips_per_shard, clips)), seed, spec)
+            for k, first in enumerate(range(0, clips, clips_per_shard))]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            paths = list(pool.map(_write_shard, *zip(*jobs)))
+    else:
+        paths = [_write_shard(*job) for job in jobs]
     (Path(out_dir) / "corpus.json").write_text(json.dumps({"pipeline": "training.synthetic", "seed": seed, "clips": clips, "spec": spec.__dict__}))
     return paths
+
+
+def _write_shard(final: Path, indices: range, seed: int, spec: SyntheticSpec) -> Path:
+    temporary = final.with_suffix(".tar.tmp")
+    with wds.TarWriter(str(temporary)) as writer:
+        for index in indices:
+            writer.write(sample_members(render_clip(np.random.default_rng([seed, index]), spec), spec, seed, index))
+    temporary.replace(final)
+    return final
 
 
 def main() -> None:
@@ -293,8 +302,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=SyntheticSpec.frames)
     parser.add_argument("--clips-per-shard", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing shards")
     args = parser.parse_args()
-    paths = write_corpus(args.out, args.clips, args.seed, SyntheticSpec(frames=args.frames), args.clips_per_shard)
+    paths = write_corpus(args.out, args.clips, args.seed, SyntheticSpec(frames=args.frames), args.clips_per_shard, args.workers)
     print(f"wrote {args.clips} clips in {len(paths)} shards under {Path(args.out) / 'shards'}")
 
 

@@ -17,7 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -28,7 +28,7 @@ from training.build import Companions, build_companions, build_model
 from training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import Config, TrainConfig, config_to_dict, load_config
 from training.data import training_stream
-from training.dit import AudioGate, InterActDiT
+from training.dit import CHECKPOINT_POLICIES, AudioGate, InterActDiT
 from training.layers import attention_backend
 from training.flow import TIMESTEP_SCALE, add_noise, sample_training_sigmas, velocity_target
 from training.losses import flow_matching_loss, mask_loss, token_validity
@@ -97,11 +97,18 @@ def tokens_per_sample(inputs: ModelInputs, patch_size) -> int:
 
 
 def configure_blocks(model: InterActDiT, train: TrainConfig) -> None:
-    """Gradient checkpointing (all blocks or the first train.checkpoint_blocks) and torch.compile per
-    block; with train.activation_memory_budget, compile's partitioner keeps that share of each block's
+    """Gradient checkpointing (all blocks or the first train.checkpoint_blocks; whole blocks or, with
+    train.checkpoint_policy, keeping the outputs of attention and matmuls) and torch.compile per block;
+    with train.activation_memory_budget, compile's partitioner keeps that share of each block's
     activations and recomputes the cheapest rest (instead of checkpointing whole blocks)."""
-    model.grad_checkpointing = train.grad_checkpointing
+    if train.checkpoint_policy not in CHECKPOINT_POLICIES:
+        raise ValueError(f"train.checkpoint_policy must be one of {sorted(CHECKPOINT_POLICIES)}, got {train.checkpoint_policy!r}")
+    policy = CHECKPOINT_POLICIES[train.checkpoint_policy]
+    model.grad_checkpointing = train.grad_checkpointing and policy is None
     model.checkpoint_blocks = train.checkpoint_blocks
+    checkpointed = len(model.blocks) if train.checkpoint_blocks is None else train.checkpoint_blocks
+    for block in model.blocks[:checkpointed]:
+        block.checkpoint_selectively(policy if train.grad_checkpointing else None)
     if train.activation_memory_budget is not None:
         if not train.compile:
             raise ValueError("train.activation_memory_budget needs train.compile: true")
@@ -186,12 +193,12 @@ class Trainer:
         metrics: dict[str, float] = {}
         started = time.perf_counter()
         with self._progress(target) as progress:
-            for batch in batches:
+            for batch, data_wait in _timed(batches):
                 if deadline is not None and self._all_past(deadline):
                     target = self.step  # the time budget ends the run here
                 if self.step >= target:
                     break
-                window.append(self.train_step(batch))
+                window.append({**self.train_step(batch), "data_wait": torch.tensor(data_wait)})
                 if self.step % log_every == 0 or self.step == target:
                     metrics = self._report(window, time.perf_counter() - started)
                     window, started = [], time.perf_counter()
@@ -239,6 +246,19 @@ class Trainer:
     def _log(self, message: str) -> None:
         if self.dist.is_main:
             print(message, flush=True)
+
+
+def _timed(batches: Iterable[dict]) -> Iterator[tuple[dict, float]]:
+    """Each batch with the seconds spent waiting for it: a step time mostly spent here means the data
+    loader, not the GPU, sets the pace."""
+    iterator = iter(batches)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - started
 
 
 def data_loader(config: Config, companions: Companions, rank: int) -> torch.utils.data.DataLoader:
