@@ -3,11 +3,11 @@
 Trains configs/model_tiny.yaml on synthetic shards (training/synthetic.py) for a fixed time, then
 measures on held-out clips:
 
-1. Mask IoU over denoising steps (and two diagnostics, see mask_iou_curves): each held-out clip is noised to every noise level of the 50-step
-   sampling schedule (one fixed noise draw per clip) and the final mask (average of the last predictor
-   layers, binarised at 0.5) is compared with the ground-truth token mask, over frames whose mask
-   confidence is >= 0.5. Audio is gated by the ground-truth masks, as in training. Target: >= 0.8 at
-   the last step.
+1. Mask IoU over denoising steps (and two diagnostics, see mask_iou_curves): each held-out clip is
+   noised to every noise level of the 50-step sampling schedule (one fixed noise draw per clip) and
+   the final mask (average of the last predictor layers, binarised at 0.5) is compared with the
+   ground-truth token mask, over frames whose mask confidence is >= 0.5. Audio is gated by the
+   ground-truth masks, as in training. Target: >= 0.8 at the last step.
 2. Audio routing: videos are generated from each held-out clip's two references and two audio tracks
    with the mask cache (Algorithm 1), without it (each block gated by the mask it predicts in the same
    pass), and with global audio (no gating). In each generated video the figure regions come from the
@@ -93,7 +93,8 @@ def learnability_config(args, work: Path):
 def ensure_corpus(folder: Path, clips: int, seed: int) -> str:
     """Synthesise the corpus unless the folder already holds one made with these settings."""
     marker = folder / "corpus.json"
-    if not (marker.exists() and json.loads(marker.read_text()).get("clips") == clips and json.loads(marker.read_text()).get("seed") == seed):
+    made = json.loads(marker.read_text()) if marker.exists() else {}
+    if (made.get("clips"), made.get("seed")) != (clips, seed):
         write_corpus(folder, clips, seed, SyntheticSpec(), workers=os.cpu_count() or 1)
     return str(folder / "shards" / "shard-*.tar")
 

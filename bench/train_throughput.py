@@ -86,7 +86,8 @@ def profile_step(run) -> dict[str, float]:
     kernels = [(e.key, e.device_time_total / 1e6) for e in prof.key_averages()
                if e.device_time_total > 0 and not e.key.startswith(("aten::", "autograd::"))]
     for name, seconds in kernels:
-        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + seconds
+        kind = kernel_kind(name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + seconds
     for name, seconds in sorted(kernels, key=lambda item: -item[1])[:12]:
         print(f"  {seconds:7.3f} s  {kernel_kind(name)[:9]:<9}  {name[:110]}")
     return by_kind

@@ -119,6 +119,7 @@ def configure_blocks(model: InterActDiT, train: TrainConfig) -> None:
         for block in model.blocks:
             block.compile()
 
+
 class Trainer:
     def __init__(self, config: Config, companions: Companions | None = None):
         self.config = config
