@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # tiny tokenizer and clip cutting, shar
 
 from clip_cutting import cut_clip  # noqa: E402
 from curation.frames import decode_frames  # noqa: E402
-from curation.stage import Item  # noqa: E402
+from curation.stage import Item, on_cuda  # noqa: E402
 from stages.caption import Caption, CaptionParams  # noqa: E402
 from stages.models.vlm import Patching, QwenVideoCaptioner, smart_resize  # noqa: E402
 from tiny_hf import save_tiny_tokenizer, tiny_qwen_vl_config  # noqa: E402
@@ -120,14 +120,14 @@ def video_tokens(stage: Caption, clip: dict) -> int:
 def timed(stage: Caption, items: list[Item], device: str) -> float:
     start = time.perf_counter()
     stage.process(items)
-    if device.startswith("cuda"):
+    if on_cuda(device):
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def run(args) -> None:
     params = CaptionParams(model_path=f"random-weights:{'tiny' if args.tiny else 'qwen2.5-vl-7b'}", device=args.device,
-                           dtype=args.dtype, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                           dtype=args.dtype, clips_per_batch=args.batch_size, max_new_tokens=args.max_new_tokens,
                            sample_fps=args.sample_fps, max_frames=args.max_frames, attn_implementation=args.attn)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = save_tiny_tokenizer(Path(folder))
@@ -198,7 +198,7 @@ def main() -> None:
         args.max_new_tokens, args.clip_seconds = min(args.max_new_tokens, 16), min(args.clip_seconds, 4.0)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    if on_cuda(args.device) and not torch.cuda.is_available():
         sys.exit("no CUDA device: run on a GPU machine, or use --tiny for the CPU smoke run")
     torch.set_grad_enabled(False)
     run(args)

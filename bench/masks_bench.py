@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.frames import decode_frames  # noqa: E402
-from curation.stage import Item  # noqa: E402
+from curation.stage import Item, on_cuda  # noqa: E402
 from stages.masks import Masks, MasksParams, mask_size  # noqa: E402
 from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video  # noqa: E402
 from stages.models.image_preprocessing import sam2_pixels  # noqa: E402
@@ -146,7 +146,7 @@ def main() -> None:
         args.height, args.seconds, args.repeats = 360, 1.0, 1
     if not BEDROOM.is_file():
         sys.exit(f"real footage not found at {REALDATA}")
-    on_gpu = args.device.startswith("cuda")
+    on_gpu = on_cuda(args.device)
     synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     data, clip = scaled_clip(BEDROOM, args.height, args.seconds)
@@ -253,7 +253,7 @@ def stage_worker(args, checkpoints, data: bytes, clip: dict, ready, start, done)
         item = new_item(clip, decode_frames(data, masks.frame_specs()))
         masks.process([item])
     memory = 0.0
-    if args.device.startswith("cuda"):
+    if on_cuda(args.device):
         torch.cuda.synchronize()
         memory = torch.cuda.max_memory_allocated() / 2**30
     done.put((memory, f"last clip: {item.reject.reason if item.reject else 'kept'}, "

@@ -29,7 +29,6 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.batch import prepare_inputs  # noqa: E402
-from training.config import load_config  # noqa: E402
+from training.config import GATE_MODES, load_config  # noqa: E402
 from training.data import ExampleMaker, collate, identity_audio, read_clips  # noqa: E402
 from training.dit import AudioGate, final_mask  # noqa: E402
 from training.flow import TIMESTEP_SCALE, add_noise, inference_sigmas  # noqa: E402
@@ -46,7 +45,7 @@ from training.sample import Sampler, conditions_from_arrays  # noqa: E402
 from training.synthetic import SAMPLE_RATE, SyntheticSpec, write_corpus  # noqa: E402
 from training.train import Trainer, data_loader  # noqa: E402
 
-GATE_MODES = {"mask cache (Algorithm 1)": "cache", "no cache (same-pass masks)": "current", "global audio (no gating)": "global"}
+GATE_MODE_LABELS = {"cache": "mask cache (Algorithm 1)", "current": "no cache (same-pass masks)", "global": "global audio (no gating)"}
 HEAD_SHARE = 0.5  # top share of a figure's box that holds its head and mouth
 DARK_LUMA = 80.0  # darkness = how far below this a pixel's luma is (the mouth is black; generated ones blur)
 
@@ -102,7 +101,7 @@ def ensure_corpus(folder: Path, clips: int, seed: int) -> str:
 def held_out_examples(config, companions, pattern: str, count: int, kind: str = "body") -> list[tuple]:
     """(clip, example) pairs with references of one kind (full body by default); windows drawn with a
     fixed seed."""
-    maker = ExampleMaker(replace(config.data, ref_probs={kind: 1.0}), companions.geometry, companions.featurizer, seed=123)
+    maker = ExampleMaker(config.data.model_copy(update={"ref_probs": {kind: 1.0}}), companions.geometry, companions.featurizer, seed=123)
     pairs = []
     for clip in read_clips(pattern):
         example = maker(clip)
@@ -210,7 +209,8 @@ def collect(buckets: tuple[list, list, list], activity: np.ndarray, located: flo
 
 def audio_routing(sampler: Sampler, config, pairs, device) -> dict:
     geometry = sampler.companions.geometry
-    collected = {name: ([], [], []) for name in [*GATE_MODES, "real clips (ground-truth masks)"]}
+    real_clips = "real clips (ground-truth masks)"
+    collected = {name: ([], [], []) for name in [*GATE_MODE_LABELS.values(), real_clips]}
     for index, (clip, example) in enumerate(pairs):
         frames, speaking = len(example["video"]), example["speaking"].numpy()
         first = int(round(float(example["frame_times"][0]) * SAMPLE_RATE))
@@ -218,12 +218,13 @@ def audio_routing(sampler: Sampler, config, pairs, device) -> dict:
         tracks = [identity_audio(clip, i)[first : first + samples] for i in range(clip.num_identities)]
         refs = [r.numpy() for r in example["refs"]]
         conditions = conditions_from_arrays(sampler.companions, config, device, clip.caption, refs, tracks, video_frames=frames)
-        for name, mode in GATE_MODES.items():
-            result = sampler.generate(conditions, tuple(example["video"].shape[1:3]), replace(config.sample, gate_mode=mode), seed=index)
+        for mode in GATE_MODES:
+            sample = config.sample.model_copy(update={"gate_mode": mode})
+            result = sampler.generate(conditions, tuple(example["video"].shape[1:3]), sample, seed=index)
             masks = result.traces[-1].final_masks[-1].astype(np.float32) / 255
-            collect(collected[name], *mouth_activity(result.frames, masks, geometry), speaking)
+            collect(collected[GATE_MODE_LABELS[mode]], *mouth_activity(result.frames, masks, geometry), speaking)
         real = mouth_activity(example["video"].numpy(), example["token_masks"].numpy(), geometry)
-        collect(collected["real clips (ground-truth masks)"], *real, speaking)
+        collect(collected[real_clips], *real, speaking)
     return {name: routing_summary(*values) for name, values in collected.items()}
 
 
@@ -274,7 +275,7 @@ def main(argv=None) -> dict:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "training": training,
               "mask_iou_by_step": curves, "mask_iou_final": curves["identity"][-1],
               "mask_iou_by_step_head_references": face_curves, "audio_routing": routing,
-              "eval_clips": len(pairs), "generated_clips": min(args.generate_clips, len(pairs)), "sample": config.sample.__dict__}
+              "eval_clips": len(pairs), "generated_clips": min(args.generate_clips, len(pairs)), "sample": config.sample.model_dump()}
     print_table(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -19,17 +19,19 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from training.activation_checkpointing import CheckpointPolicyName, apply_activation_checkpointing  # noqa: E402
 from training.batch import ModelInputs  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
-from training.dit import CHECKPOINT_POLICIES, InterActDiT  # noqa: E402
+from training.dit import InterActDiT  # noqa: E402
 from training.flops import StepShape, forward_flops, training_flops  # noqa: E402
 from training.layers import attention_backend  # noqa: E402
-from training.train import configure_blocks, step_generator, tokens_per_sample, training_losses  # noqa: E402
+from training.train import compile_blocks, step_generator, tokens_per_sample, training_losses  # noqa: E402
 from training.vae import vae_geometry  # noqa: E402
 
 BF16_DENSE_PEAK = {"H100": 989e12, "H200": 989e12}
@@ -96,7 +98,9 @@ def profile_step(run) -> dict[str, float]:
 def time_steps(config: Config, inputs: ModelInputs, device: torch.device, steps: int, warmup: int, profile: bool = False) -> dict:
     torch.manual_seed(0)
     model = InterActDiT(config.model).to(device).train()
-    configure_blocks(model, config.train)
+    apply_activation_checkpointing(model, config.train)
+    if config.train.compile:
+        compile_blocks(model, config.train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     times = []
     if device.type == "cuda":
@@ -147,7 +151,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--no-grad-checkpointing", action="store_true")
     parser.add_argument("--checkpoint-blocks", type=int, help="checkpoint only the first this many blocks")
-    parser.add_argument("--checkpoint-policy", default="block", choices=sorted(CHECKPOINT_POLICIES),
+    parser.add_argument("--checkpoint-policy", default="block", choices=get_args(CheckpointPolicyName),
                         help="what a checkpointed block keeps (train.checkpoint_policy)")
     parser.add_argument("--memory-budget", type=float, help="with --compile and --no-grad-checkpointing: share of "
                                                              "activations compile keeps (train.activation_memory_budget)")
@@ -200,8 +204,8 @@ def main(argv=None) -> dict:
         "forward_flops_by_part": forward_flops(config.model, shape),
     }
     if not args.skip_mask_share:
-        config.model.mask_layers = []
-        without = time_steps(config, inputs, device, args.steps, args.warmup)
+        without_predictors = load_config(args.config, [*overrides, "model.mask_layers=[]"])
+        without = time_steps(without_predictors, inputs, device, args.steps, args.warmup)
         result["step_time_without_mask_predictor_s"] = without["step_time_s"]
         result["mask_predictor_share"] = 1 - without["step_time_s"] / full["step_time_s"]
     print_table(result)

@@ -1,11 +1,13 @@
-"""The `curation` command: run, status, inspect, stages, demo."""
+"""The `curation` command: run, status, verify, inspect, stages, demo."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 
+from curation.lease import LeaseHeld
 from curation.pipeline import DEFAULT_PIPELINES, PipelineError, available_stages, load_pipeline, stage_class
 
 
@@ -16,8 +18,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except (PipelineError, FileNotFoundError, KeyError, ValueError) as err:
+    except (PipelineError, FileNotFoundError, KeyError, ValueError, LeaseHeld) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"error: no space left on the device ({err.filename or 'output'}): free space and run the same "
+              "command again; it resumes from the last commit", file=sys.stderr)
         return 2
 
 
@@ -40,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts of sources, clips, rejects, shards, samples")
     status.add_argument("output")
     status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--target-hours", type=float, default=7200.0,
+                        help="hours of kept footage the bill projects CPU-/GPU-hours and raw hours for (docs/cost.md)")
     status.set_defaults(handler=_status)
+
+    verify = commands.add_parser("verify", help="check every commit against its files and member hashes")
+    verify.add_argument("output")
+    verify.add_argument("--json", action="store_true", help="one JSON object")
+    verify.set_defaults(handler=_verify)
 
     inspect = commands.add_parser("inspect", help="one sample: its metadata and a contact sheet PNG")
     inspect.add_argument("output")
@@ -88,9 +103,31 @@ def _demo(args) -> int:
 def _status(args) -> int:
     from curation.status import corpus_status, status_text
 
-    status = corpus_status(args.output)
+    status = corpus_status(args.output, args.target_hours)
     print(json.dumps(status, indent=1) if args.json else status_text(status))
     return 0
+
+
+def _verify(args) -> int:
+    """Read-only: the next run quarantines what this finds and redoes its sources. Exit 1 if anything."""
+    from curation.commit import inspect
+    from curation.storage import Storage
+
+    found = inspect(Storage(args.output), deep=True)
+    report = {"commits": len(found.commits), "samples": sum(len(c.members) for c in found.commits),
+              "damaged": [{k: v for k, v in p.items() if k != "commit"} for p in found.problems],
+              "uncommitted": found.orphans}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{args.output}: {report['commits']} commits, {report['samples']} samples checked (sizes and member hashes)")
+        for problem in report["damaged"]:
+            print(f"  damaged  {problem['path']}: {problem['reason']}: {problem['detail']}")
+        for path in report["uncommitted"]:
+            print(f"  uncommitted  {path}: no commit names it")
+        print("  all commits stand" if not (found.problems or found.orphans) else
+              "  the next run moves these to quarantine/ and processes their sources again")
+    return 1 if found.problems or found.orphans else 0
 
 
 def _inspect(args) -> int:

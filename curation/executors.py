@@ -1,36 +1,60 @@
-"""Executors: run a pipeline's segments over source items and hand every result to a sink.
+"""Executors: run a pipeline's segments over source items and hand the results to write tasks.
 
-Both run the same segments (curation/runner.py); swapping one for the other touches no stage.
+The contract (`Executor`) is small: `plan` says how the pipeline would run, `run` runs it and returns
+the write tasks' reports. Both executors run the same segments (curation/runner.py) and the same
+write task (`CorpusSink.write`), so they do the same work and write the same samples; a Slurm or
+Kubernetes launcher is one more class here.
 """
 from __future__ import annotations
 
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from curation.pipeline import REPO_ROOT, Pipeline
 from curation.runner import Segment, SegmentRunner, plan_segments
 from curation.stage import Item
+from curation.writer import CorpusSink, WriteReport
 
-Sink = Callable[[Item], None]
+
+class Executor(Protocol):
+    name: str
+
+    def plan(self, pipeline: Pipeline) -> list[str]:
+        """How the pipeline will run here: one line per segment, then the writer."""
+
+    def run(self, pipeline: Pipeline, items: Iterable[Item], sink: CorpusSink) -> list[WriteReport]:
+        """Process every item through every segment and write the results with `sink`."""
 
 
 class LocalExecutor:
-    """In-process and sequential, one source at a time through every segment: for debugging and
-    tests, and the reference the Ray executor must agree with."""
+    """In-process and sequential, one source at a time through every segment, into one write task:
+    for debugging and tests, and the reference the Ray executor must agree with."""
 
     name = "local"
 
-    def run(self, pipeline: Pipeline, items: Iterable[Item], sink: Sink) -> None:
+    def __init__(self, on_source_done=None):
+        self.on_source_done = on_source_done or (lambda: None)
+
+    def plan(self, pipeline: Pipeline) -> list[str]:
+        lines = [f"segment {i}: {s.label} (in this process)" for i, s in enumerate(plan_segments(pipeline), 1)]
+        return lines + ["write: one task in this process, a shard every "
+                        f"{pipeline.sink.params.max_samples_per_shard} samples"]
+
+    def run(self, pipeline: Pipeline, items: Iterable[Item], sink: CorpusSink) -> list[WriteReport]:
         segments = plan_segments(pipeline)
         runners = [SegmentRunner(segment) for segment in segments]
+        return [sink.write(self._processed(items, segments, runners), task=0)]
+
+    def _processed(self, items: Iterable[Item], segments: list[Segment], runners: list[SegmentRunner]) -> Iterator[Item]:
         for item in items:
             batch = [item]
             for segment, runner in zip(segments, runners):
-                batch = _in_batches(runner, batch, segment.batch_size)
-            for result in batch:
-                sink(result)
+                batch = _in_batches(runner, batch, segment.items_per_batch)
+            yield from batch
+            self.on_source_done()
 
 
 def _in_batches(runner: SegmentRunner, items: list[Item], size: int) -> list[Item]:
@@ -38,55 +62,96 @@ def _in_batches(runner: SegmentRunner, items: list[Item], size: int) -> list[Ite
 
 
 class RayExecutor:
-    """Ray Data, streaming: tasks for stages without setup (fused by Ray), callable-class actor
-    pools for stages with setup or GPUs. Items travel pickled in one binary column, so stage
-    metadata never has to fit an Arrow schema. The sink runs in the driver."""
+    """Ray Data, streaming: tasks for segments without setup (fused by Ray), actor pools for
+    segments with setup or GPUs, sized by each stage's `pool:` and resources; then write tasks in the
+    workers (a Ray Datasink), so the driver only schedules and sums the small reports. Items travel
+    pickled in one binary column, so stage metadata never has to fit an Arrow schema."""
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, address: str | None = None):
-        self.workers = workers
-        self.address = address
+    def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = True):
+        self.workers, self.address, self.progress = workers, address, progress
 
-    def run(self, pipeline: Pipeline, items: Iterable[Item], sink: Sink) -> None:
+    def plan(self, pipeline: Pipeline) -> list[str]:
         import ray
 
         self._init(ray)
-        items = list(items)
-        if not items:
-            return
-        dataset = ray.data.from_items([{"item": pickle.dumps(i)} for i in items], override_num_blocks=len(items))
-        total_cpus = ray.cluster_resources().get("CPU", 1)
+        total, node = ray.cluster_resources(), _largest_node(ray)
+        lines = [f"cluster: {len(ray.nodes())} node(s), {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"]
+        for i, segment in enumerate(plan_segments(pipeline), 1):
+            (low, high), options = self._workers(segment, total), _reservation(segment, node)
+            kind = "actors" if segment.needs_actor else "tasks"
+            gpu = f" + {options['num_gpus']:g} GPU" if options.get("num_gpus") else ""
+            capped = " (capped to the largest node)" if options["memory"] < segment.resources().memory_gb * 2**30 else ""
+            lines.append(f"segment {i}: {segment.label} ({kind} {low}-{high}, {options['num_cpus']:g} CPU{gpu}, "
+                         f"{options['memory'] / 2**30:.3g} GB{capped} each)")
+        params = pipeline.sink.params
+        return lines + [f"write: tasks in the workers, one shard per {params.max_samples_per_shard} samples "
+                        f"(or {params.max_bytes_per_shard / 1e9:g} GB)"]
+
+    def run(self, pipeline: Pipeline, items: Iterable[Item], sink: CorpusSink) -> list[WriteReport]:
+        import ray
+
+        self._init(ray)
+        ray.data.DataContext.get_current().enable_progress_bars = self.progress
+        blobs = [{"item": pickle.dumps(item)} for item in items]
+        if not blobs:
+            return []
+        dataset = ray.data.from_items(blobs, override_num_blocks=len(blobs))
+        total, node = ray.cluster_resources(), _largest_node(ray)
         for segment in plan_segments(pipeline):
-            dataset = self._add_segment(dataset, segment, total_cpus)
-        for batch in dataset.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=2):
-            for blob in batch["item"]:
-                sink(pickle.loads(blob))
+            dataset = self._add_segment(dataset, segment, total, node)
+        datasink = _corpus_datasink(sink)
+        dataset.write_datasink(datasink, concurrency=self.workers)
+        return datasink.reports
 
     def _init(self, ray) -> None:
         if ray.is_initialized():
             return
         if self.address:  # an existing cluster gets the project's code shipped to it
             runtime_env = {"working_dir": str(REPO_ROOT),
-                           "excludes": [".venv/", ".git/", "out/", "**/__pycache__/"]}
+                           "excludes": [".venv/", ".git/", "out/", "**/__pycache__/", ".whl/", ".gl/"]}
         else:
             runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
         ray.init(address=self.address, runtime_env=runtime_env, include_dashboard=False,
                  logging_level=logging.WARNING, num_cpus=None if self.address else os.cpu_count())
 
-    def _add_segment(self, dataset, segment: Segment, total_cpus: float):
-        resources = segment.resources()
-        options = dict(batch_size=segment.batch_size, batch_format="numpy",
-                       num_cpus=min(resources.cpus, total_cpus),
-                       memory=resources.memory_gb * 2**30)
-        if resources.gpus:
-            options["num_gpus"] = resources.gpus
-        if segment.needs_actor:
-            return dataset.map_batches(_ActorSegment, fn_constructor_args=(segment,),
-                                       concurrency=self.workers or 1, **options)
+    def _workers(self, segment: Segment, total: dict) -> tuple[int, int]:
+        """(least, most) workers: the pool's, else as many as the cluster's resources fit; `--workers` caps both."""
+        resources, pool = segment.resources(), segment.pool
+        if pool.max_workers is not None:
+            most = pool.max_workers
+        elif resources.gpus:
+            most = max(1, int(total.get("GPU", 0) // resources.gpus))
+        else:
+            most = max(1, int(total.get("CPU", 1) // max(resources.cpus, 1e-3)))
         if self.workers:
-            options["concurrency"] = self.workers
-        return dataset.map_batches(_task_segment, fn_args=(segment,), **options)
+            most = min(most, self.workers)
+        return min(pool.min_workers, most), most
+
+    def _add_segment(self, dataset, segment: Segment, total: dict, node: dict):
+        options = dict(batch_size=segment.items_per_batch, batch_format="numpy", **_reservation(segment, node))
+        low, high = self._workers(segment, total)
+        if segment.needs_actor:
+            return dataset.map_batches(_ActorSegment, fn_constructor_args=(segment,), concurrency=(low, high), **options)
+        return dataset.map_batches(_task_segment, fn_args=(segment,), concurrency=high, **options)
+
+
+def _largest_node(ray) -> dict[str, float]:
+    """Each resource's most on any one live node: no worker can reserve more than that."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    return {name: max(n.get(name, 0.0) for n in nodes) for name in ("CPU", "GPU", "memory")}
+
+
+def _reservation(segment: Segment, node: dict[str, float]) -> dict:
+    """What each worker of the segment asks Ray for, capped to what one node has: a request no node
+    can meet would wait forever (e.g. a stage sized for a 7B model, run with a tiny one on a laptop)."""
+    resources = segment.resources()
+    options = {"num_cpus": min(resources.cpus, node["CPU"] or resources.cpus),
+               "memory": min(resources.memory_gb * 2**30, node["memory"] or float("inf"))}
+    if resources.gpus:
+        options["num_gpus"] = resources.gpus
+    return options
 
 
 def _task_segment(batch: dict, segment: Segment) -> dict:
@@ -106,9 +171,39 @@ def _run_pickled(runner: SegmentRunner, batch: dict) -> dict:
     return {"item": [pickle.dumps(item) for item in items]}
 
 
-def make_executor(name: str, workers: int | None = None, address: str | None = None):
+def _corpus_datasink(sink: CorpusSink):
+    """A Ray Datasink whose write tasks each run `CorpusSink.write` on the items they are given
+    (about a shard's worth); their reports come back to the driver once the writes are done. Built
+    here so that importing this module does not import Ray."""
+    from ray.data import Datasink
+
+    class CorpusDatasink(Datasink):
+        def __init__(self):
+            self.reports: list[WriteReport] = []
+
+        @property
+        def min_rows_per_write(self) -> int:
+            return sink.params.max_samples_per_shard
+
+        def write(self, blocks, ctx) -> WriteReport:
+            items = (pickle.loads(blob) for block in blocks for blob in _column(block, "item"))
+            # a retried task has the same task index, hence the same commit names: one attempt wins
+            return sink.write(items, task=ctx.task_idx)
+
+        def on_write_complete(self, write_result) -> None:
+            self.reports = list(write_result.write_returns)
+
+    return CorpusDatasink()
+
+
+def _column(block, name: str) -> list:
+    return block.column(name).to_pylist() if hasattr(block, "column") else list(block[name])
+
+
+def make_executor(name: str, workers: int | None = None, address: str | None = None, progress: bool = True,
+                  on_source_done=None) -> Executor:
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor(on_source_done)
     if name == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, progress)
     raise ValueError(f"unknown executor {name!r}: use local or ray")

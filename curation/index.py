@@ -1,127 +1,144 @@
-"""The corpus on disk: committed index parts, recovery after a crash, and the consolidated index.
+"""The corpus in its folder (local or object store): what is committed, recovery before a run, the
+consolidated index after it, and the records of who built it.
 
-A part `index/parts/part-NNNNNN/` (clips.parquet + sources.parquet) is the commit record: it is
-renamed into place after the shard it indexes, so a shard without a part is from a crashed run.
+The commits (curation/commit.py) are the truth; `index/clips.parquet`, `index/sources.parquet` and
+`index/shards.txt` are rebuilt from them at the end of every run, for readers.
 """
 from __future__ import annotations
 
+import io
 import json
-import re
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PART_PATTERN = re.compile(r"^part-(\d{6})$")
-SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.tar$")
+from curation.commit import Commit, Inspection, inspect, parquet_bytes, quarantine
+from curation.storage import Storage
 
-
-@dataclass
-class CorpusPaths:
-    root: Path
-
-    @property
-    def shards(self) -> Path:
-        return self.root / "shards"
-
-    @property
-    def parts(self) -> Path:
-        return self.root / "index" / "parts"
-
-    @property
-    def index(self) -> Path:
-        return self.root / "index"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def corpus_file(self) -> Path:
-        return self.root / "corpus.json"
-
-    def make(self) -> None:
-        for folder in (self.shards, self.parts, self.runs):
-            folder.mkdir(parents=True, exist_ok=True)
+CORPUS_FILE, RUNS = "corpus.json", "runs"
+INDEX_TABLES = {"clips": "index/clips.parquet", "sources": "index/sources.parquet"}
+SHARD_LIST = "index/shards.txt"
 
 
 @dataclass
 class CorpusState:
     """What earlier runs committed: the resume point."""
 
-    committed_keys: set[str] = field(default_factory=set)
+    committed_keys: dict[str, str] = field(default_factory=dict)  # key -> its source id
     done_sources: set[str] = field(default_factory=set)
     known_hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
-    next_shard: int = 0
-    next_part: int = 0
-    removed_orphans: list[str] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
 
 
-def committed_parts(paths: CorpusPaths) -> list[Path]:
-    if not paths.parts.exists():
-        return []
-    return sorted(p for p in paths.parts.iterdir() if p.is_dir() and PART_PATTERN.match(p.name))
-
-
-def read_table(paths: CorpusPaths, kind: str) -> pa.Table:
-    """All committed rows of `kind` ("clips" or "sources"), from the parts (always current)."""
-    tables = [pq.read_table(part / f"{kind}.parquet") for part in committed_parts(paths)
-              if (part / f"{kind}.parquet").exists()]
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
-        return pa.table({})
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def recover(paths: CorpusPaths) -> CorpusState:
-    """Load the resume point and remove what a crashed run left half-done: temporary files and
-    shards that no committed part references."""
-    paths.make()
-    state = CorpusState()
-    for leftover in list(paths.parts.glob(".tmp-*")) + list(paths.shards.glob("*.tmp")):
-        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        state.removed_orphans.append(str(leftover))
-    clips, sources = read_table(paths, "clips"), read_table(paths, "sources")
-    referenced: set[str] = set()
+def recover(storage: Storage, run_id: str) -> CorpusState:
+    """Check what is committed (held under the output's lease, so no writer is mid-commit), move
+    what does not stand to quarantine/, and load the resume point from the commits that stand."""
+    found = inspect(storage)
+    state = CorpusState(quarantined=quarantine(storage, found, run_id))
+    clips, sources = committed_tables(storage, found.commits)
     if clips.num_rows:
-        state.committed_keys = set(clips.column("key").to_pylist())
-        referenced = {s for s in clips.column("shard").to_pylist() if s}
+        state.committed_keys = dict(zip(clips.column("key").to_pylist(), clips.column("source_id").to_pylist()))
     if sources.num_rows:
-        rows = sources.select(["path", "size_bytes", "mtime_ns", "sha256", "source_id"]).to_pylist()
-        state.done_sources = {r["source_id"] for r in rows}
+        rows = sources.select(["path", "size_bytes", "mtime_ns", "sha256", "source_id", "status"]).to_pylist()
+        state.done_sources = {r["source_id"] for r in rows if r["status"] != "incomplete"}
         state.known_hashes = {(r["path"], r["size_bytes"], r["mtime_ns"]): r["sha256"] for r in rows}
-    for shard in paths.shards.glob("shard-*.tar"):
-        if shard.name not in referenced:
-            shard.unlink()
-            state.removed_orphans.append(str(shard))
-    shard_numbers = [int(SHARD_PATTERN.match(s).group(1)) for s in referenced if SHARD_PATTERN.match(s)]
-    state.next_shard = max(shard_numbers, default=-1) + 1
-    parts = committed_parts(paths)
-    state.next_part = int(PART_PATTERN.match(parts[-1].name).group(1)) + 1 if parts else 0
     return state
 
 
-def consolidate(paths: CorpusPaths) -> None:
-    """Rewrite index/clips.parquet and index/sources.parquet from the committed parts."""
-    for kind in ("clips", "sources"):
-        table = read_table(paths, kind)
-        target = paths.index / f"{kind}.parquet"
-        temporary = target.with_suffix(".parquet.tmp")
-        pq.write_table(table, temporary)
-        temporary.replace(target)
+def committed_tables(storage: Storage, commits: list[Commit]) -> tuple[pa.Table, pa.Table]:
+    """Clip rows and source rows of these commits. A source's clips may be committed by several
+    tasks: its row counts them, and it is "incomplete" until all of them are committed."""
+    parts = {kind: [] for kind in INDEX_TABLES}
+    for commit in commits:
+        for path in commit.files:
+            kind = path.rsplit(".", 2)[-2]
+            table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
+            if table.num_rows:
+                parts[kind].append(table)
+    clips = _concat(parts["clips"])
+    return clips, _sources_table(_concat(parts["sources"]), clips)
 
 
-def check_pipeline(paths: CorpusPaths, pipeline_name: str, config_hash: str, force: bool) -> None:
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+
+
+def _sources_table(rows: pa.Table, clips: pa.Table) -> pa.Table:
+    if not rows.num_rows:
+        return rows
+    first = {}
+    for row in rows.to_pylist():  # each task that saw a source wrote its row: keep one
+        first.setdefault(row["source_id"], row)
+    counted, kept = {}, {}
+    if clips.num_rows:
+        for source_id, status in zip(clips.column("source_id").to_pylist(), clips.column("status").to_pylist()):
+            counted[source_id] = counted.get(source_id, 0) + 1
+            kept[source_id] = kept.get(source_id, 0) + (status == "kept")
+    for source_id, row in first.items():
+        row["n_kept"] = kept.get(source_id, 0)
+        if row["status"] == "ok" and counted.get(source_id, 0) < row["n_clips"]:
+            row["status"] = "incomplete"
+    return pa.Table.from_pylist(list(first.values()))
+
+
+def read_table(storage: Storage, kind: str) -> pa.Table:
+    """The consolidated `kind` ("clips" or "sources") table, as the last run left it."""
+    path = INDEX_TABLES[kind]
+    if not storage.exists(path):
+        return pa.table({})
+    return pq.read_table(io.BytesIO(storage.read_bytes(path)))
+
+
+def consolidate(storage: Storage) -> Inspection:
+    """Rewrite the index tables and the shard list from the commits that stand."""
+    found = inspect(storage)
+    clips, sources = committed_tables(storage, found.commits)
+    for kind, table in (("clips", clips), ("sources", sources)):
+        storage.write_atomic(INDEX_TABLES[kind], parquet_bytes(table.to_pylist()))
+    shards = sorted(c.shard for c in found.commits if c.shard)
+    storage.write_atomic(SHARD_LIST, "".join(f"{shard}\n" for shard in shards).encode())
+    return found
+
+
+def configurations(storage: Storage) -> list[dict]:
+    """The pipeline configurations that built this corpus, in the order they first wrote to it."""
+    if not storage.exists(CORPUS_FILE):
+        return []
+    try:
+        return json.loads(storage.read_bytes(CORPUS_FILE))["configurations"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{storage.url(CORPUS_FILE)}: unreadable ({type(err).__name__}: {err}); it lists the "
+                         "configurations that built this corpus: restore it or use a new --output") from None
+
+
+def check_pipeline(storage: Storage, pipeline_name: str, config_hash: str, force: bool) -> None:
     """A corpus is built by one pipeline configuration; mixing two would mix incomparable clips."""
-    if paths.corpus_file.exists():
-        recorded = json.loads(paths.corpus_file.read_text())
-        same = (recorded["pipeline"], recorded["config_hash"]) == (pipeline_name, config_hash)
-        if not same and not force:
-            raise ValueError(
-                f"{paths.root} was built by pipeline {recorded['pipeline']!r} (config {recorded['config_hash']}); "
-                f"this run is {pipeline_name!r} (config {config_hash}). Use a new --output, or --force to add to it anyway.")
-        if same:
-            return
-    paths.corpus_file.write_text(json.dumps({"pipeline": pipeline_name, "config_hash": config_hash}, indent=1))
+    recorded = configurations(storage)
+    known = [(c["pipeline"], c["config_hash"]) for c in recorded]
+    if recorded and not force and (pipeline_name, config_hash) not in known:
+        built = ", ".join(f"{c['pipeline']!r} (config {c['config_hash']})" for c in recorded)
+        raise ValueError(f"{storage.root} was built by pipeline {built}; this run is {pipeline_name!r} "
+                         f"(config {config_hash}). Use a new --output, or --force to add to it anyway.")
+
+
+def record_configuration(storage: Storage, pipeline_name: str, config_hash: str, run_id: str) -> None:
+    """Add this run's configuration to corpus.json. Called once the run has work to do, so a run
+    that fails before any (a model missing at setup) leaves the folder unclaimed."""
+    recorded = configurations(storage)
+    if any((c["pipeline"], c["config_hash"]) == (pipeline_name, config_hash) for c in recorded):
+        return
+    recorded.append({"pipeline": pipeline_name, "config_hash": config_hash, "first_run": run_id})
+    storage.write_atomic(CORPUS_FILE, json.dumps({"configurations": recorded}, indent=1).encode())
+
+
+def run_records(storage: Storage) -> tuple[list[dict], list[str]]:
+    """The run records, oldest first, and the files that could not be read (a kill at the end of a
+    run before records were written atomically): those are reported, never fatal."""
+    records, unreadable = [], []
+    for name in storage.list(RUNS, ".json"):
+        try:
+            records.append(json.loads(storage.read_bytes(f"{RUNS}/{name}")))
+        except ValueError:
+            unreadable.append(storage.url(f"{RUNS}/{name}"))
+    return sorted(records, key=lambda r: r["started"]), unreadable

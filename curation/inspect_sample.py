@@ -10,14 +10,16 @@ import numpy as np
 import pyarrow.compute as pc
 
 from curation.frames import decode_frames
-from curation.index import CorpusPaths, read_table
+from curation.index import read_table
+from curation.pipeline import available_stages, stage_class
 from curation.stage import FrameSpec
+from curation.storage import Storage
 
 
 def read_sample(output: str | Path, key: str) -> tuple[dict, dict[str, bytes]]:
     """The clip's index row and its members (by extension) from its shard."""
-    paths = CorpusPaths(Path(output))
-    clips = read_table(paths, "clips")
+    storage = Storage(str(output))
+    clips = read_table(storage, "clips")
     rows = clips.filter(pc.equal(clips.column("key"), key)).to_pylist() if clips.num_rows else []
     if not rows:
         raise KeyError(f"{key}: no such clip in {output}")
@@ -25,7 +27,7 @@ def read_sample(output: str | Path, key: str) -> tuple[dict, dict[str, bytes]]:
     if not row["shard"]:
         return row, {}
     members = {}
-    with tarfile.open(paths.shards / row["shard"]) as tar:
+    with storage.open_read(row["shard"]) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
         for member in tar:
             name = member.name
             if name.startswith(key + "."):
@@ -54,8 +56,16 @@ def inspect_sample(output: str | Path, key: str, png: str | Path | None = None) 
     if "json" in members:
         document["json"] = json.loads(members["json"])
     sheet_path = None
-    if "mp4" in members:
+    video = _video_member(document.get("json", {}))
+    if video in members:
         sheet_path = Path(png) if png else Path(output) / "inspect" / f"{key}.png"
         sheet_path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(sheet_path), contact_sheet(members["mp4"]))
+        cv2.imwrite(str(sheet_path), contact_sheet(members[video]))
     return document, sheet_path
+
+
+def _video_member(sample_json: dict) -> str | None:
+    """The member the sample's clip video is in, as declared by a stage of the pipeline that wrote it."""
+    names = [stage["name"] for stage in sample_json.get("lineage", {}).get("stages", [])]
+    return next((stage_class(name).video_member for name in names
+                 if name in available_stages() and stage_class(name).video_member), None)

@@ -9,12 +9,12 @@ import hashlib
 import importlib
 import json
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import stages as stages_package
 from curation.stage import Params, Stage
@@ -22,11 +22,27 @@ from curation.stage import Params, Stage
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PIPELINES = REPO_ROOT / "pipelines.yaml"
 _LEVEL_ORDER = {"source": 0, "clip": 1, "sink": 2}
-PATH_SUFFIXES = ("_path", "_dir", "_weights")
 
 
 class PipelineError(ValueError):
     """A pipeline definition that cannot run; the message names where it went wrong."""
+
+
+class Pool(BaseModel):
+    """How many workers run a stage, and what each reserves; `pool:` in a stage's entry. Unset
+    fields follow the stage's declared resources, and `--workers` caps every pool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_workers: int = Field(1, ge=1, description="workers kept running (actor pools)")
+    max_workers: int | None = Field(None, ge=1, description="most workers at once (null: as many as the cluster's resources allow)")
+    gpus: float | None = Field(None, ge=0, description="GPU share each worker reserves, instead of the stage's own")
+    cpus: float | None = Field(None, gt=0, description="CPUs each worker reserves, instead of the stage's own")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Pool:
+        if self.max_workers is not None and self.max_workers < self.min_workers:
+            raise ValueError("max_workers must be >= min_workers")
+        return self
 
 
 @dataclass
@@ -35,11 +51,13 @@ class StageConfig:
     cls: type[Stage]
     params: Params
     where: str  # "file:line" of the stage's entry
+    pool: Pool = field(default_factory=Pool)
 
     def build(self) -> Stage:
         return self.cls(self.params)
 
     def lineage(self) -> dict[str, Any]:
+        """What decides the stage's output: the pool (how it is run) is left out on purpose."""
         return {"name": self.name, "version": self.cls.version, "params": self.params.model_dump(mode="json")}
 
 
@@ -90,9 +108,8 @@ def load_pipeline(name: str, path: Path | str = DEFAULT_PIPELINES,
         raise PipelineError(f"{path}: no pipeline named {name!r}{hint}; defined: {', '.join(pipelines)}")
     _, body = pipelines[name]
     entries = _stage_entries(body, where)
-    _resolve_paths(entries, path.parent)
     _apply_overrides(entries, overrides or [])
-    configs = [_stage_config(entry, where) for entry in entries]
+    configs = [_stage_config(entry, where, path.parent) for entry in entries]
     _check_order(configs)
     return Pipeline(name, configs)
 
@@ -128,14 +145,6 @@ def _stage_entries(body: yaml.Node, where: _Where) -> list[dict]:
     return entries
 
 
-def _resolve_paths(entries: list[dict], base: Path) -> None:
-    """Relative weight paths in a pipelines file are relative to that file, wherever the run starts."""
-    for entry in entries:
-        for name, value in entry["params"].items():
-            if name.endswith(PATH_SUFFIXES) and isinstance(value, str) and value and not Path(value).is_absolute():
-                entry["params"][name] = str((base / value).resolve())
-
-
 def _apply_overrides(entries: list[dict], overrides: list[str]) -> None:
     by_name = {e["name"]: e for e in entries}
     for text in overrides:
@@ -150,18 +159,52 @@ def _apply_overrides(entries: list[dict], overrides: list[str]) -> None:
         by_name[stage]["keys"][param] = f"--set {text}"
 
 
-def _stage_config(entry: dict, where: _Where) -> StageConfig:
+def _stage_config(entry: dict, where: _Where, base: Path) -> StageConfig:
     name, at = entry["name"], where(entry["node"])
     known = available_stages()
     if name not in known:
         raise PipelineError(f"{at}: unknown stage {name!r}{_did_you_mean(name, known)}; "
                             f"stages: {', '.join(known)}")
     cls = stage_class(name)
+    _resolve_weight_paths(entry, cls.Params, base)
+    pool_settings = entry["params"].pop("pool", None) or {}
+    try:
+        pool = Pool.model_validate(pool_settings)
+    except ValidationError as err:
+        key = entry["keys"].get("pool")
+        place = key if isinstance(key, str) else (where(key) if key is not None else at)
+        problems = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'pool'}: {p['msg']}" for p in err.errors())
+        raise PipelineError(f"{place}: {name}.pool: {problems} (pool takes {', '.join(Pool.model_fields)})") from None
     try:
         params = cls.Params(**entry["params"])
     except ValidationError as err:
         raise PipelineError(_explain(err, name, cls.Params, entry["keys"], at, where)) from None
-    return StageConfig(name, cls, params, at)
+    _check_weights(name, params, entry["keys"], at, where)
+    return StageConfig(name, cls, params, at, pool)
+
+
+def _resolve_weight_paths(entry: dict, params_cls: type[Params], base: Path) -> None:
+    """Relative weight paths in a pipelines file are relative to that file, wherever the run starts
+    (a `--set` value stays relative to the working directory, as a shell user expects; a value that
+    names nothing there may be a hub id and stays as it is)."""
+    for name in params_cls.weight_fields():
+        value = entry["params"].get(name)
+        from_file = not isinstance(entry["keys"].get(name), str)
+        if from_file and isinstance(value, str) and value and (base / value).exists():
+            entry["params"][name] = str((base / value).resolve())
+
+
+def _check_weights(stage: str, params: Params, keys: dict, at: str, where: _Where) -> None:
+    """A weight path that is set must exist: a typo stops the run here, not on a worker."""
+    for name, marker in type(params).weight_fields().items():
+        value = getattr(params, name)
+        problem = marker.problem(value, params) if value else None
+        if problem:
+            key = keys.get(name)
+            place = key if isinstance(key, str) else (where(key) if key is not None else at)
+            relative = "" if isinstance(key, str) or Path(value).is_absolute() else \
+                f" (relative paths in a pipelines file are read from its folder, {where.path.parent})"
+            raise PipelineError(f"{place}: {stage}.{name}: {problem}{relative}")
 
 
 def _explain(err: ValidationError, stage: str, params_cls: type[Params], keys: dict, at: str,

@@ -4,39 +4,39 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from curation.index import CorpusPaths, read_table  # noqa: E402
+from curation.index import read_table, run_records  # noqa: E402
 from curation.status import corpus_status  # noqa: E402
+from curation.storage import Storage  # noqa: E402
 
 
-def write_report(paths: CorpusPaths) -> Path:
-    status = corpus_status(paths.root)
-    clips = read_table(paths, "clips").to_pylist()
-    runs = sorted((json.loads(p.read_text()) for p in paths.runs.glob("*.json")), key=lambda r: r["started"])
+def write_report(storage: Storage) -> str:
+    status = corpus_status(storage.root)
+    clips = read_table(storage, "clips").to_pylist()
+    runs, unreadable = run_records(storage)
     sections = [
         _section("Counts", _counts_table(status)),
         _section("Reject reasons per stage", _reject_table(status) + _figure(_plot_rejects(status))),
         _section("Clip durations (kept)", _figure(_plot_durations(clips))),
-        _section("Throughput per run", _runs_table(runs) + _figure(_plot_stage_time(runs))),
+        _section("Throughput per run", _runs_table(runs) + _unreadable_note(unreadable)
+                 + _figure(_plot_stage_time(runs))),
     ]
     if status["analysis"]:
         sections.append(_section("Corpus analysis (kept clips)", _figure(_plot_analysis(status["analysis"]))))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>corpus report</title>"
             f"<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}"
             f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}"
-            f"</style></head><body><h1>Corpus {html.escape(str(paths.root))}</h1>"
-            f"<p>pipeline {html.escape(str(status['pipeline']))}, config {status['config_hash']}</p>"
+            f"</style></head><body><h1>Corpus {html.escape(storage.root)}</h1>"
+            + "".join(f"<p>pipeline {html.escape(c['pipeline'])}, config {c['config_hash']}</p>"
+                      for c in status["configurations"])
             + "".join(sections) + "</body></html>")
-    target = paths.root / "report.html"
-    target.write_text(page)
-    return target
+    storage.write_atomic("report.html", page.encode())
+    return storage.url("report.html")
 
 
 def _section(title: str, body: str) -> str:
@@ -65,6 +65,12 @@ def _reject_rows(status: dict) -> list[list]:
 def _reject_table(status: dict) -> str:
     rows = _reject_rows(status)
     return _table(["level", "stage", "reason", "count"], rows) if rows else "<p>nothing rejected</p>"
+
+
+def _unreadable_note(unreadable: list[str]) -> str:
+    if not unreadable:
+        return ""
+    return f"<p>run records that could not be read (left out): {html.escape(', '.join(unreadable))}</p>"
 
 
 def _runs_table(runs: list[dict]) -> str:

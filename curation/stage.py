@@ -6,18 +6,78 @@ with a reason; it never imports Ray (the executor does). See docs/stages.md.
 """
 from __future__ import annotations
 
+import fnmatch
 import io
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class Params(BaseModel):
     """Base for stage parameters: unknown names and wrong types are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @classmethod
+    def weight_fields(cls) -> dict[str, Weights]:
+        """The parameters that name model weights, with what they must be."""
+        return {name: marker for name, info in cls.model_fields.items()
+                for marker in info.metadata if isinstance(marker, Weights)}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Marks a parameter as a path to model weights. A relative path in a pipelines file is resolved
+    against that file; a set path must exist (checked when the pipeline loads, before any work).
+    `hub_param` names a boolean parameter that, when true, lets the value be a hub id instead."""
+
+    kind: Literal["file", "folder"]
+    hub_param: str | None = None
+
+    def problem(self, value: str, params: BaseModel) -> str | None:
+        """Why `value` cannot be loaded, or None when it can."""
+        path = Path(value)
+        if path.is_file() if self.kind == "file" else path.is_dir():
+            return None
+        if self.hub_param and getattr(params, self.hub_param):
+            return None
+        return f"no such {self.kind} {value!r}" + (f" (or set {self.hub_param}: true for a hub id)" if self.hub_param else "")
+
+
+WeightFile = Annotated[str | None, Weights("file")]
+WeightFolder = Annotated[str | None, Weights("folder")]
+# A stage's `weights` method as a model backend's builder receives it: parameter name -> checked path.
+WeightPath = Callable[[str], str]
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _valid_device(device: str) -> str:
+    if not _DEVICE.match(device):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device
+
+
+Device = Annotated[str, AfterValidator(_valid_device)]
+
+
+def on_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def gpu_share(device: str, share: float) -> float:
+    """The GPU share a worker reserves: `share` on a CUDA device, none on the CPU."""
+    return share if on_cuda(device) else 0.0
+
+
+def gpus_param(default: float) -> Any:
+    """The `gpus` parameter of every stage that can run on a GPU."""
+    return Field(default, gt=0, le=1, description="GPU share each worker reserves when device is cuda (0.5 packs two workers per GPU)")
 
 
 @dataclass(frozen=True)
@@ -62,7 +122,7 @@ class Reject:
 
 @dataclass
 class Item:
-    """One source (key is None: before the `clips` stage splits it) or one clip of it.
+    """One source (key is None: before a source-level stage splits it into clips) or one clip of it.
 
     meta: JSON-able metadata per stage name, written to the sample's json.
     scores: flat scalars named "<stage>.<score>", written to the json and as Parquet index columns.
@@ -71,7 +131,8 @@ class Item:
         "<stage>.<what>"; they cross actor boundaries (keep them compact) and are never written: a
         stage that wants one in the sample puts it in `members`.
     frames: decoded frames per FrameSpec; transient, never written or sent across actor boundaries.
-    timings: seconds spent per stage on this item, for the run's throughput stats.
+    timings: wall seconds spent per stage on this item, for the run's throughput stats.
+    cpu_seconds: CPU seconds per stage (the worker process and the ffmpeg it ran), for the bill.
     """
 
     source_id: str
@@ -81,6 +142,8 @@ class Item:
     start: float | None = None
     end: float | None = None
     clips_in_source: int | None = None
+    source_file: dict[str, Any] = field(default_factory=dict)  # sha256, size_bytes, mtime_ns of the source file
+    source_duration: float | None = None  # seconds, once a source-level stage measured it
     meta: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, float | int | str | bool | None] = field(default_factory=dict)
     members: dict[str, bytes] = field(default_factory=dict)
@@ -88,6 +151,7 @@ class Item:
     reject: Reject | None = None
     frames: dict[FrameSpec, ClipFrames] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def kept(self) -> bool:
@@ -103,6 +167,14 @@ class Stage:
     level: ClassVar[Literal["source", "clip", "sink"]] = "clip"
     requires: ClassVar[tuple[str, ...]] = ()  # stages that must come earlier in the pipeline
     Params: ClassVar[type[Params]] = Params
+    # What the stage adds and reads, as names or fnmatch patterns ("faces.track*.rgb224"). The
+    # executor drops an array once no later stage reads it; the docs and tests read the rest.
+    adds_members: ClassVar[tuple[str, ...]] = ()  # sample members ("mp4", "ref_*.png")
+    adds_arrays: ClassVar[tuple[str, ...]] = ()
+    reads_arrays: ClassVar[tuple[str, ...]] = ()
+    video_member: ClassVar[str | None] = None  # the member later stages decode their frames from
+    source_scores: ClassVar[bool] = False  # its scores describe the source: columns of sources.parquet too
+    analysis: ClassVar[dict[str, str]] = {}  # corpus-analysis dimension (paper E.2) -> this stage's score
 
     def __init__(self, params: Params):
         self.params = params
@@ -137,7 +209,33 @@ class Stage:
         """Annotate (or reject) `item` in place and return None, or return the items it becomes."""
         raise NotImplementedError(f"stage {self.name} implements neither process nor process_item")
 
+    @classmethod
+    def annotate_sample(cls, document: dict[str, Any]) -> None:
+        """Shape the sample's json from this stage's metadata (document["stages"][name]); by default
+        it stays there. Called in pipeline order, in the writer."""
+
     # helpers for subclasses
+    def device(self) -> str:
+        """`params.device`, checked: CUDA asked for where none is visible stops setup with a fix."""
+        device = self.params.device
+        if on_cuda(device):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"{self.name}.device is {device!r} but no CUDA device is visible; "
+                                 f"set {self.name}.device: cpu")
+        return device
+
+    def weights(self, param: str) -> str:
+        """The weight path of `param`, checked; the error names the parameter and what it wants."""
+        value = getattr(self.params, param)
+        marker = type(self.params).weight_fields()[param]
+        problem = "not set" if value is None else marker.problem(value, self.params)
+        if problem:
+            wanted = type(self.params).model_fields[param].description
+            raise ValueError(f"{self.name}.{param}: {problem}; set it to {wanted}")
+        return value
+
     def record(self, item: Item, meta: dict[str, Any] | None = None, **scores: Any) -> None:
         if meta is not None:
             item.meta[self.name] = meta
@@ -146,6 +244,10 @@ class Stage:
 
     def reject(self, item: Item, reason: str, detail: str = "") -> None:
         item.reject = Reject(self.name, reason, detail)
+
+
+def matches_any(name: str, patterns: tuple[str, ...] | set[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _plain_scalar(value: Any) -> float | int | str | bool | None:

@@ -7,13 +7,12 @@ Frames of every item in a batch go through the model together.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from curation.stage import FrameSpec, Item, Params, Resources, Stage
+from curation.stage import Device, FrameSpec, Item, Params, Resources, Stage, WeightFile, WeightFolder, gpu_share, gpus_param
 from stages.models.aesthetic_head import LaionAestheticScorer, QAlignAestheticScorer
 
 # Defaults of min_score per backend, on each backend's own scale: LAION's predictor gives about
@@ -23,13 +22,14 @@ _DEFAULT_MIN_SCORE = {"laion": 4.0, "qalign": 2.0}
 
 class AestheticsParams(Params):
     backend: Literal["laion", "qalign"] = Field("laion", description="laion: CLIP ViT-L/14 + LAION MLP head; qalign: Q-Align (one-align) checkpoint")
-    clip_path: str | None = Field(None, description="local CLIP ViT-L/14 checkpoint folder (transformers format with preprocessor_config.json), backend laion")
-    head_path: str | None = Field(None, description="LAION head weights sac+logos+ava1-l14-linearMSE.pth, backend laion")
-    qalign_path: str | None = Field(None, description="local Q-Align checkpoint folder, backend qalign")
-    device: str = Field("cpu", description="torch device to run on ('cpu', 'cuda', 'cuda:1')")
+    clip_path: WeightFolder = Field(None, description="a local CLIP ViT-L/14 checkpoint folder (transformers format with preprocessor_config.json), backend laion")
+    head_path: WeightFile = Field(None, description="the LAION head weights sac+logos+ava1-l14-linearMSE.pth, backend laion")
+    qalign_path: WeightFolder = Field(None, description="a local Q-Align checkpoint folder, backend qalign")
+    device: Device = Field("cpu", description="torch device to run on ('cpu', 'cuda', 'cuda:1')")
+    gpus: float = gpus_param(1.0)
     sample_fps: float = Field(0.5, gt=0, description="frames per second sampled for scoring")
     max_frames: int = Field(8, ge=1, description="most frames scored per clip, spread evenly over the sampled ones")
-    batch_size: int = Field(16, ge=1, description="frames per model forward pass")
+    frames_per_batch: int = Field(16, ge=1, description="frames per model forward pass")
     min_score: float | None = Field(None, description="reject as low_aesthetic below this mean score; None: 4.0 for laion (1-10 scale), 2.0 for qalign (1-5 scale)")
 
 
@@ -38,8 +38,7 @@ class Aesthetics(Stage):
     Params = AestheticsParams
 
     def resources(self) -> Resources:
-        on_gpu = self.params.device.startswith("cuda")
-        return Resources(cpus=1, gpus=1.0 if on_gpu else 0.0, memory_gb=4)
+        return Resources(cpus=1, gpus=gpu_share(self.params.device, self.params.gpus), memory_gb=4)
 
     def frame_specs(self) -> list[FrameSpec]:
         # native size: the CLIP preprocessing resizes the frame itself, as the predictor was trained
@@ -48,16 +47,15 @@ class Aesthetics(Stage):
     def setup(self) -> None:
         p = self.params
         if p.backend == "qalign":
-            self._scorer = QAlignAestheticScorer(_existing(p.qalign_path, "qalign_path", is_dir=True), p.device)
+            self._scorer = QAlignAestheticScorer(self.weights("qalign_path"), self.device())
         else:
-            self._scorer = LaionAestheticScorer(_existing(p.clip_path, "clip_path", is_dir=True),
-                                                _existing(p.head_path, "head_path", is_dir=False), p.device)
+            self._scorer = LaionAestheticScorer(self.weights("clip_path"), self.weights("head_path"), self.device())
 
     def process(self, items: list[Item]) -> list[Item]:
         chosen = {id(item): self._chosen_frames(item) for item in items}
         frames = [frame for item in items for frame in chosen[id(item)]]
-        scores = np.concatenate([self._scorer(frames[i:i + self.params.batch_size])
-                                 for i in range(0, len(frames), self.params.batch_size)]) if frames else []
+        scores = np.concatenate([self._scorer(frames[i:i + self.params.frames_per_batch])
+                                 for i in range(0, len(frames), self.params.frames_per_batch)]) if frames else []
         offset = 0
         for item in items:
             count = len(chosen[id(item)])
@@ -83,11 +81,3 @@ class Aesthetics(Stage):
             min_score = _DEFAULT_MIN_SCORE[self.params.backend]
         if score < min_score:
             self.reject(item, "low_aesthetic", f"aesthetic score {score:.2f} < {min_score}")
-
-
-def _existing(path: str | None, param: str, is_dir: bool) -> str:
-    found = path is not None and (Path(path).is_dir() if is_dir else Path(path).is_file())
-    if not found:
-        kind = "folder" if is_dir else "file"
-        raise ValueError(f"aesthetics needs {param} set to an existing local {kind} (got {path!r})")
-    return path

@@ -3,7 +3,7 @@
 Frames are sampled at `sample_fps` (at most `max_frames`, spread evenly) and handed to the model as
 one video; the prompt asks for the setting, each subject's appearance, actions and expressions, the
 objects they handle, and how the subjects interact. Several clips go through `generate` as one
-left-padded batch (`batch_size`). Weights come from the local folder `model_path`; a hub id is
+left-padded batch (`clips_per_batch`). Weights come from the local folder `model_path`; a hub id is
 accepted only with `allow_hub` (and then still nothing downloads while HF_HUB_OFFLINE=1).
 
 Writes meta {"text", "model", "frames": [seconds from the clip start]} and the score n_words; later
@@ -11,13 +11,12 @@ stages (human_caption_rule, phrases) read meta["caption"]["text"].
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from curation.stage import FrameSpec, Item, Params, Resources, Stage
+from curation.stage import Device, FrameSpec, Item, Params, Resources, Stage, Weights, gpu_share, gpus_param
 from stages.models.hf_local import DtypeName
 from stages.models.vlm import (VIDEO_MIN_PIXELS, GenerationSettings, QwenVideoCaptioner, VideoInput,
                                checkpoint_family)
@@ -32,7 +31,7 @@ DEFAULT_PROMPT = (
 
 
 class CaptionParams(Params):
-    model_path: str | None = Field(None, description="local folder of a Qwen2.5-VL / Qwen2-VL checkpoint (transformers format, with its tokenizer); a hub id only with allow_hub")
+    model_path: Annotated[str | None, Weights("folder", hub_param="allow_hub")] = Field(None, description="a local folder of a Qwen2.5-VL / Qwen2-VL checkpoint (transformers format, with its tokenizer); a hub id only with allow_hub")
     family: Literal["qwen2_5_vl", "qwen2_vl"] = Field("qwen2_5_vl", description="model family of the checkpoint: qwen2_5_vl (Qwen2_5_VLForConditionalGeneration) or qwen2_vl (Qwen2VLForConditionalGeneration, as in the paper)")
     allow_hub: bool = Field(False, description="let model_path name a Hugging Face hub id (for clusters with hub access); false: local folders only")
     prompt: str = Field(DEFAULT_PROMPT, min_length=1, description="instruction given with each clip's frames")
@@ -41,15 +40,15 @@ class CaptionParams(Params):
     max_side: int = Field(640, ge=28, description="longer side of the decoded frames before the model's own resize")
     min_pixels: int = Field(VIDEO_MIN_PIXELS, ge=28 * 28, description="least pixels per frame after the model's resize (Qwen's video default 128*28*28)")
     max_pixels: int = Field(360 * 420, ge=28 * 28, description="most pixels per frame after the model's resize (Qwen2-VL's video example uses 360*420); each pair of frames costs at most max_pixels/784 tokens")
-    batch_size: int = Field(4, ge=1, description="clips per generate call")
+    clips_per_batch: int = Field(4, ge=1, description="clips per generate call")
     max_new_tokens: int = Field(512, ge=1, description="most tokens generated per caption")
     do_sample: bool = Field(False, description="sample instead of greedy decoding")
     temperature: float = Field(0.7, gt=0, description="sampling temperature (with do_sample)")
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling mass (with do_sample)")
-    device: str = Field("cuda", description="torch device ('cuda', 'cuda:1', 'cpu')")
+    device: Device = Field("cuda", description="torch device ('cuda', 'cuda:1', 'cpu')")
     dtype: DtypeName = Field("bfloat16", description="weights' dtype on the device")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="attention kernel (flash_attention_2 needs the flash-attn package)")
-    gpus: float = Field(1.0, gt=0, le=1, description="GPU share each worker reserves when device is cuda (0.5 packs two workers per GPU)")
+    gpus: float = gpus_param(1.0)
 
     @model_validator(mode="after")
     def _pixel_range(self) -> CaptionParams:
@@ -62,12 +61,15 @@ class Caption(Stage):
     name = "caption"
     Params = CaptionParams
 
+    @classmethod
+    def annotate_sample(cls, document: dict) -> None:
+        document["caption"] = document["stages"].get(cls.name, {}).get("text")
+
     def resources(self) -> Resources:
-        on_gpu = self.params.device.startswith("cuda")
-        return Resources(cpus=1, gpus=self.params.gpus if on_gpu else 0.0, memory_gb=16)
+        return Resources(cpus=1, gpus=gpu_share(self.params.device, self.params.gpus), memory_gb=16)
 
     def items_per_batch(self) -> int:
-        return self.params.batch_size
+        return self.params.clips_per_batch
 
     def frame_specs(self) -> list[FrameSpec]:
         return [FrameSpec(fps=self.params.sample_fps, max_side=self.params.max_side)]
@@ -80,11 +82,11 @@ class Caption(Stage):
 
     def _load_captioner(self) -> QwenVideoCaptioner:
         p = self.params
-        location = _model_location(p)
+        location = self.weights("model_path")
         found = checkpoint_family(location, local_files_only=not p.allow_hub)
         if found != p.family:
             raise ValueError(f"caption.family is {p.family!r} but {location} holds a {found!r} checkpoint")
-        return QwenVideoCaptioner.load(location, p.family, device=p.device, dtype=p.dtype,
+        return QwenVideoCaptioner.load(location, p.family, device=self.device(), dtype=p.dtype,
                                        attn_implementation=p.attn_implementation, local_files_only=not p.allow_hub,
                                        min_pixels=p.min_pixels, max_pixels=p.max_pixels)
 
@@ -119,12 +121,3 @@ class Caption(Stage):
         self.record(item, meta=meta, n_words=len(text.split()))
         if not text:
             self.reject(item, "empty_caption", "the model generated no text")
-
-
-def _model_location(p: CaptionParams) -> str:
-    if p.model_path is None:
-        raise ValueError("caption needs caption.model_path: a local Qwen2.5-VL or Qwen2-VL checkpoint folder")
-    if not p.allow_hub and not Path(p.model_path).is_dir():
-        raise ValueError(f"caption.model_path {p.model_path!r} is not a local folder (set caption.allow_hub: true "
-                         "to let it name a hub model)")
-    return p.model_path

@@ -41,6 +41,12 @@ class Clips(Stage):
     level = "source"
     requires = ("shots",)
     Params = ClipsParams
+    adds_members = ("mp4", "wav")
+    video_member = "mp4"
+
+    @classmethod
+    def annotate_sample(cls, document: dict) -> None:
+        document["clip"] = document["stages"].pop(cls.name, None)
 
     def resources(self) -> Resources:
         return Resources(cpus=self.params.encoder_threads, memory_gb=1)
@@ -133,5 +139,7 @@ def _clip_info(mp4: Path) -> dict:
 def _child(source: Item, index: int, start: float, end: float, n_clips: int) -> Item:
     return Item(source_id=source.source_id, source_path=source.source_path,
                 key=f"{source.source_id}-{index:04d}", clip_index=index, start=start, end=end,
-                clips_in_source=n_clips, meta=copy.deepcopy(source.meta), scores=dict(source.scores),
-                timings=dict(source.timings) if index == 0 else {})  # source stages counted once
+                clips_in_source=n_clips, source_file=source.source_file, source_duration=source.source_duration,
+                meta=copy.deepcopy(source.meta), scores=dict(source.scores),
+                timings=dict(source.timings) if index == 0 else {},  # source stages counted once
+                cpu_seconds=dict(source.cpu_seconds) if index == 0 else {})

@@ -14,14 +14,13 @@ Scores: n_tracks, max_faces_per_frame (most tracks present in one frame).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import Field
 
-from curation.stage import ClipFrames, FrameSpec, Item, Params, Resources, Stage
+from curation.stage import ClipFrames, FrameSpec, Item, Params, Resources, Stage, WeightFile
 from stages.models.face_tracking import FaceTrack, crop_face, crop_parameters, gray_centre_112, track_faces
 from stages.models.yunet import FaceDetections, YuNetOnnx, YuNetOpenCV, fixed_input_size
 
@@ -31,11 +30,11 @@ _TIME_EPS = 1e-6  # seconds; curation.frames' tolerance when it samples frames a
 
 class FacesParams(Params):
     backend: Literal["opencv", "onnxruntime"] = Field("opencv", description="opencv: a fixed-size YuNet file in cv2.FaceDetectorYN, the frame letterboxed to its input; onnxruntime: a dynamic-shape file at the frame's own size")
-    model_path: str | None = Field(None, description="YuNet ONNX file: yunet_n_320_320.onnx for backend opencv, yunet_n_dynamic.onnx for onnxruntime")
+    model_path: WeightFile = Field(None, description="a YuNet ONNX file: yunet_n_320_320.onnx for backend opencv, yunet_n_dynamic.onnx for onnxruntime")
     score_threshold: float = Field(0.5, ge=0, le=1, description="minimum YuNet face score sqrt(cls * obj)")
     nms_threshold: float = Field(0.3, gt=0, le=1, description="IoU above which the weaker of two face boxes is suppressed")
     max_side: int | None = Field(None, ge=64, description="longer side of the frames the detector and the crops see (null: the clip's size)")
-    batch_size: int = Field(8, ge=1, description="frames per detector call (onnxruntime runs them as one batch)")
+    frames_per_batch: int = Field(8, ge=1, description="frames per detector call (onnxruntime runs them as one batch)")
     num_threads: int = Field(1, ge=1, description="CPU threads of the detector")
     min_face_size: float = Field(32.0, ge=0, description="detections whose longer box side is below this many clip pixels are ignored")
     iou_threshold: float = Field(0.3, ge=0, le=1, description="a detection continues a track when its IoU with the track's last detection exceeds this")
@@ -48,6 +47,7 @@ class FacesParams(Params):
 
 class Faces(Stage):
     name = "faces"
+    adds_arrays = ("faces.track*.rgb224", "faces.track*.gray112")
     Params = FacesParams
 
     def resources(self) -> Resources:
@@ -57,9 +57,7 @@ class Faces(Stage):
         return [FrameSpec(fps=FPS, max_side=self.params.max_side)]
 
     def setup(self) -> None:
-        path = self.params.model_path
-        if not path or not Path(path).is_file():
-            raise ValueError(f"faces.model_path must name a YuNet ONNX file (got {path!r})")
+        path = self.weights("model_path")
         if self.params.backend == "opencv":
             size = fixed_input_size(path)
             if size is None:
@@ -93,7 +91,7 @@ class Faces(Stage):
             self.reject(item, "no_faces", _no_face_detail(detections, clip.scale, self.params))
 
     def detect(self, images: np.ndarray) -> list[FaceDetections]:
-        step = self.params.batch_size
+        step = self.params.frames_per_batch
         return [found for start in range(0, len(images), step)
                 for found in self.detector.detect(images[start:start + step])]
 

@@ -37,6 +37,7 @@ class HumanCaptionRuleParams(Params):
 
 class HumanCaptionRule(Stage):
     name = "human_caption_rule"
+    analysis = {"scene": "scene"}
     Params = HumanCaptionRuleParams
 
     def setup(self) -> None:

@@ -29,6 +29,21 @@ class Identities(Stage):
     name = "identities"
     requires = ("faces", "speakers")
     Params = IdentitiesParams
+    adds_members = ("speak.npz",)
+    reads_arrays = ("people.boxes", "people.frames", "speakers.track*.score")
+
+    @classmethod
+    def annotate_sample(cls, document: dict) -> None:
+        """The most specific identities: faces and speech matched to people; a grounding phrase an
+        earlier stage gave identity i stays with it (identity i is the same person)."""
+        found = document["stages"].get(cls.name, {}).get("identities")
+        if found is None:
+            return
+        earlier = document["identities"]
+        document["identities"] = [dict(identity) for identity in found]
+        for identity, before in zip(document["identities"], earlier):
+            if "phrase" in before:
+                identity.setdefault("phrase", before["phrase"])
 
     def process_item(self, item: Item) -> None:
         tracks = item.meta["faces"].get("tracks") or []
@@ -37,9 +52,9 @@ class Identities(Stage):
         if people is None:
             identities = [{"id": i, "face_tracks": [t["id"]]} for i, t in enumerate(tracks)]
         else:
-            owner = match_tracks_to_people(tracks, item.arrays.get("people.boxes"),
-                                           item.arrays.get("people.frames"), item.meta["clips"]["fps"],
-                                           self.params.min_containment)
+            owner = assign_face_tracks_to_people(tracks, item.arrays.get("people.boxes"),
+                                                 item.arrays.get("people.frames"), item.meta["clips"]["fps"],
+                                                 self.params.min_containment)
             identities = [dict(person, face_tracks=[t for t, p in owner.items() if p == person["id"]])
                           for person in people]
         n_frames = item.meta["clips"]["n_frames"]
@@ -60,8 +75,9 @@ class Identities(Stage):
                     n_speaking_identities=sum(1 for i in identities if i["speaking_segments"]))
 
 
-def match_tracks_to_people(tracks: list[dict], person_boxes: np.ndarray | None, person_frames: np.ndarray | None,
-                           clip_fps: float, min_containment: float) -> dict[int, int]:
+def assign_face_tracks_to_people(tracks: list[dict], person_boxes: np.ndarray | None,
+                                 person_frames: np.ndarray | None, clip_fps: float,
+                                 min_containment: float) -> dict[int, int]:
     """face track id -> person id. Containment (the fraction of the face box inside the person box)
     is averaged over the person's sampled frames where the track is seen at the nearest 25 fps frame;
     tracks are assigned one person each (Hungarian on that score), persons may take several tracks."""

@@ -22,26 +22,24 @@ trainer leaves them out of the mask loss).
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 
-from curation.stage import FrameSpec, Item, Params, Resources, Stage, npz_bytes
+from curation.stage import Device, FrameSpec, Item, Params, Resources, Stage, WeightFolder, gpu_share, gpus_param, npz_bytes
 from stages.models.grounding import NO_PHRASE, Detections, GroundingDino
 from stages.models.hf_local import DtypeName, torch_dtype
 from stages.models.sam2_video import Sam2VideoTracker, TrackedObjects, mask_bounding_boxes
-from stages.models.yolox import box_iou
+from stages.models.boxes import box_iou
 
 CONFIDENT = 0.5  # the sample format's threshold: frames below it are left out of the mask loss
 PERSON = "person"
 
 
 class MasksParams(Params):
-    grounding_model_path: str | None = Field(None, description="Grounding-DINO checkpoint folder in transformers format, with its BERT tokenizer (e.g. IDEA-Research/grounding-dino-base)")
-    sam2_model_path: str | None = Field(None, description="SAM2 video checkpoint folder in transformers format (e.g. facebook/sam2.1-hiera-large)")
+    grounding_model_path: WeightFolder = Field(None, description="a Grounding-DINO checkpoint folder in transformers format, with its BERT tokenizer (e.g. IDEA-Research/grounding-dino-base)")
+    sam2_model_path: WeightFolder = Field(None, description="a SAM2 video checkpoint folder in transformers format (e.g. facebook/sam2.1-hiera-large)")
     box_threshold: float = Field(0.35, ge=0, le=1, description="Grounding-DINO keeps boxes whose best text-token probability exceeds this")
     text_threshold: float = Field(0.25, ge=0, le=1, description="a box is labelled with the phrase whose tokens' best probability is highest if it exceeds this")
     max_detections: int = Field(20, ge=1, description="most Grounding-DINO boxes per key frame (the best) that go on to non-maximum suppression")
@@ -55,32 +53,42 @@ class MasksParams(Params):
     max_side: int | None = Field(1024, ge=64, description="longer side of the decoded frames both models start from (null: the clip's size)")
     detector_batch_size: int = Field(8, ge=1, description="key frames per Grounding-DINO call")
     tracker_batch_size: int = Field(8, ge=1, description="frames per SAM2 image-encoder call")
-    device: str = Field("cuda", description="torch device ('cuda', 'cuda:1', 'cpu')")
+    device: Device = Field("cuda", description="torch device ('cuda', 'cuda:1', 'cpu')")
     detector_dtype: DtypeName = Field("float32", description="Grounding-DINO's dtype: its deformable attention samples at bfloat16 locations imprecisely (a third of a pixel on the finest level), and torch 2.13's CPU bfloat16 grid_sample returns NaN on its non-contiguous inputs")
     tracker_dtype: DtypeName = Field("bfloat16", description="SAM2's dtype (SAM2 itself keeps its memories in bfloat16)")
-    gpus: float = Field(1.0, gt=0, le=1, description="GPU share each worker reserves when device is cuda")
+    gpus: float = gpus_param(1.0)
 
 
 class Masks(Stage):
     name = "masks"
     Params = MasksParams
+    adds_members = ("masks.npz",)
+    reads_arrays = ("people.boxes", "people.frames")
+
+    @classmethod
+    def annotate_sample(cls, document: dict) -> None:
+        """Grounding phrases join the identities found so far (identity i is the same person), or
+        the masked identities are the sample's identities when no earlier stage found people."""
+        masked = document["stages"].get(cls.name, {}).get("identities", [])
+        if not document["identities"]:
+            document["identities"] = [dict(identity) for identity in masked]
+            return
+        for identity, grounded in zip(document["identities"], masked):
+            identity.setdefault("phrase", grounded.get("phrase"))
 
     def resources(self) -> Resources:
-        on_gpu = self.params.device.startswith("cuda")
-        return Resources(cpus=2, gpus=self.params.gpus if on_gpu else 0.0, memory_gb=8)
+        return Resources(cpus=2, gpus=gpu_share(self.params.device, self.params.gpus), memory_gb=8)
 
     def frame_specs(self) -> list[FrameSpec]:
         return [FrameSpec(fps=self.params.track_fps, max_side=self.params.max_side)]
 
     def setup(self) -> None:
         p = self.params
-        grounding = _checkpoint_folder(p.grounding_model_path, "grounding_model_path")
-        sam2 = _checkpoint_folder(p.sam2_model_path, "sam2_model_path")
-        if p.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"masks.device is {p.device!r} but no CUDA device is visible; set masks.device: cpu")
-        self.detector = GroundingDino(grounding, p.device, torch_dtype(p.detector_dtype), p.box_threshold,
+        grounding, sam2 = self.weights("grounding_model_path"), self.weights("sam2_model_path")
+        device = self.device()
+        self.detector = GroundingDino(grounding, device, torch_dtype(p.detector_dtype), p.box_threshold,
                                       p.text_threshold, p.nms_iou, p.detector_batch_size, p.max_detections)
-        self.tracker = Sam2VideoTracker(sam2, p.device, torch_dtype(p.tracker_dtype), p.tracker_batch_size,
+        self.tracker = Sam2VideoTracker(sam2, device, torch_dtype(p.tracker_dtype), p.tracker_batch_size,
                                         p.new_object_iou, p.max_objects)
 
     def process_item(self, item: Item) -> None:
@@ -137,7 +145,7 @@ class Masks(Stage):
         if "people.boxes" not in item.arrays:
             return left_to_right(boxes), None
         people_frames = item.arrays["people.frames"]
-        return match_tracks_to_people(boxes[:, people_frames], item.arrays["people.boxes"], self.params.min_match_iou)
+        return match_mask_tracks_to_people(boxes[:, people_frames], item.arrays["people.boxes"], self.params.min_match_iou)
 
 
 def subject_phrases(item: Item) -> list[str]:
@@ -175,8 +183,8 @@ def spread_to_clip_frames(tracked_frames: np.ndarray, logits: np.ndarray, presen
     return (blended > 0).astype(np.uint8), conf.astype(np.float32)
 
 
-def match_tracks_to_people(track_boxes: np.ndarray, people_boxes: np.ndarray,
-                           min_iou: float) -> tuple[list[int | None], list[float]]:
+def match_mask_tracks_to_people(track_boxes: np.ndarray, people_boxes: np.ndarray,
+                                min_iou: float) -> tuple[list[int | None], list[float]]:
     """For each person, the track matched to it (or None) and their mean IoU.
 
     track_boxes [O, S, 4] and people_boxes [N, S, 4] on the same S sampled frames, NaN where absent.
@@ -241,12 +249,3 @@ def _describe(identity: int, track: int | None, masks: np.ndarray, conf: np.ndar
         "low_conf_fraction": round(float(1 - confident.mean()), 4),
         "mean_area": round(float(area[confident].mean()), 4) if confident.any() else 0.0,
     }
-
-
-def _checkpoint_folder(path: str | None, param: str) -> str:
-    if not path:
-        raise ValueError(f"masks: set the parameter {param} (a local checkpoint folder in transformers format)")
-    if not (Path(path) / "config.json").is_file():
-        raise ValueError(f"masks: {param}={path!r} is not a checkpoint folder (no config.json)")
-    return path
-

@@ -19,14 +19,13 @@ divisible by 8 and at least 128 (flow is measured on the unpadded area only).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import Field
 
-from curation.stage import FrameSpec, Item, Params, Resources, Stage
+from curation.stage import Device, FrameSpec, Item, Params, Resources, Stage, WeightFile, gpu_share, gpus_param
 
 # (first frames, second frames) [N, H, W(, 3)] uint8 -> flows [N, H, W, 2] float32 in pixels
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -39,11 +38,12 @@ class MotionParams(Params):
     max_mean_flow: float = Field(0.5, gt=0, description="reject as motion_too_intense when the mean flow (frame diagonals per second) exceeds this")
     max_peak_flow: float = Field(2.0, gt=0, description="reject as motion_too_intense when any pair's flow (frame diagonals per second) exceeds this")
     min_mean_flow: float = Field(0.0, ge=0, description="reject as motion_static when the mean flow is below this; 0 disables")
-    raft_weights: str | None = Field(None, description="torchvision RAFT state dict (.pth) for method raft, e.g. raft_large_C_T_SKHT_V2-ff5fadd5.pth; must match raft_variant")
+    raft_weights: WeightFile = Field(None, description="a torchvision RAFT state dict (.pth) for method raft, e.g. raft_large_C_T_SKHT_V2-ff5fadd5.pth; must match raft_variant")
     raft_variant: Literal["small", "large"] = Field("large", description="RAFT architecture of raft_weights: torchvision's raft_large or raft_small")
     raft_iterations: int = Field(12, ge=1, description="RAFT recurrent flow updates per pair (torchvision's default 12)")
     raft_batch_pairs: int = Field(8, ge=1, description="frame pairs per RAFT forward pass (bounds memory)")
-    device: str = Field("cpu", description="torch device for RAFT (cpu, cuda, cuda:1, ...); DIS and Farneback run on the CPU")
+    device: Device = Field("cpu", description="torch device for RAFT (cpu, cuda, cuda:1, ...); DIS and Farneback run on the CPU")
+    gpus: float = gpus_param(0.25)
     num_threads: int = Field(1, ge=1, description="torch CPU threads for RAFT, reserved as the stage's CPUs when method is raft")
 
 
@@ -55,13 +55,16 @@ class Motion(Stage):
         p = self.params
         if p.method != "raft":
             return Resources(cpus=1, memory_gb=1)
-        return Resources(cpus=p.num_threads, gpus=0.25 if p.device.startswith("cuda") else 0.0, memory_gb=2)
+        return Resources(cpus=p.num_threads, gpus=gpu_share(p.device, p.gpus), memory_gb=2)
 
     def frame_specs(self) -> list[FrameSpec]:
         return [FrameSpec(max_side=self.params.max_side, gray=self.params.method != "raft")]
 
     def setup(self) -> None:
-        self._flows = _raft_flows(self.params) if self.params.method == "raft" else _opencv_flows(self.params.method)
+        if self.params.method == "raft":
+            self._flows = _raft_flows(self.params, self.weights("raft_weights"), self.device())
+        else:
+            self._flows = _opencv_flows(self.params.method)
 
     def process_item(self, item: Item) -> None:
         frames = item.frames[self.frame_specs()[0]]
@@ -118,20 +121,17 @@ def _opencv_flows(method: str) -> FlowFn:
     return lambda firsts, seconds: np.stack([pair_flow(a, b) for a, b in zip(firsts, seconds)])
 
 
-def _raft_flows(p: MotionParams) -> FlowFn:
-    if not p.raft_weights or not Path(p.raft_weights).is_file():
-        raise ValueError(f"motion.raft_weights must name a torchvision RAFT state dict (.pth) for method raft, "
-                         f"e.g. raft_large_C_T_SKHT_V2-ff5fadd5.pth (got {p.raft_weights!r})")
+def _raft_flows(p: MotionParams, weights: str, device: str) -> FlowFn:
     import torch  # only RAFT needs torch: DIS and Farneback workers stay light
 
     from stages.models.raft import load_raft, raft_flows
 
     torch.set_num_threads(p.num_threads)
-    model = load_raft(p.raft_weights, p.raft_variant, p.device)
+    model = load_raft(weights, p.raft_variant, device)
 
     def flows(firsts: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         return np.concatenate([
             raft_flows(model, firsts[i:i + p.raft_batch_pairs], seconds[i:i + p.raft_batch_pairs],
-                       p.raft_iterations, p.device)
+                       p.raft_iterations, device)
             for i in range(0, len(firsts), p.raft_batch_pairs)])
     return flows

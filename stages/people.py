@@ -15,26 +15,35 @@ left to right by mean box centre. The same boxes and frames go to later stages a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from curation.stage import ClipFrames, FrameSpec, Item, Params, Resources, Stage, npz_bytes
+from curation.stage import ClipFrames, FrameSpec, Item, Params, Resources, Stage, WeightFile, npz_bytes
+from stages.models.boxes import box_iou
 from stages.models.movenet import MoveNetPose
+from stages.models.pose import PersonDetector, PoseBackend, PoseEstimator
 from stages.models.pose_metrics import amplitude_class, motion_amplitude, track_human_size
 from stages.models.rtmpose import RTMPose
-from stages.models.yolox import YoloxPersonDetector, box_iou
+from stages.models.yolox import YoloxPersonDetector
 
 N_KEYPOINTS = 17
 _UNMATCHABLE = 1e6
 
+# pose_backend name -> how that backend builds itself (stages/models/pose.py). The parameter's allowed
+# values are these keys: a new pose model is its module plus one line here.
+POSE_BACKENDS: dict[str, PoseBackend] = {
+    "movenet": MoveNetPose.from_params,
+    "rtmpose": RTMPose.from_params,
+}
+PoseBackendName = Literal[tuple(POSE_BACKENDS)]
+
 
 class PeopleParams(Params):
-    detector_path: str | None = Field(None, description="YOLOX ONNX person detector weights (e.g. yolox_nano.onnx)")
-    pose_backend: Literal["movenet", "rtmpose"] = Field("movenet", description="top-down pose model: MoveNet TFLite or RTMPose/DWPose ONNX (SimCC)")
-    pose_model_path: str | None = Field(None, description="weights of the pose_backend model (.tflite for movenet, .onnx for rtmpose)")
+    detector_path: WeightFile = Field(None, description="the YOLOX ONNX person detector weights (e.g. yolox_nano.onnx)")
+    pose_backend: PoseBackendName = Field("movenet", description="top-down pose model: MoveNet TFLite or RTMPose/DWPose ONNX (SimCC)")
+    pose_model_path: WeightFile = Field(None, description="the pose_backend model's weights: a MoveNet .tflite file for movenet, an RTMPose/DWPose .onnx file for rtmpose")
     sample_fps: float = Field(2.0, gt=0, description="frames per second analysed")
     max_side: int = Field(640, ge=64, description="longer side of the analysed frames")
     num_threads: int = Field(1, ge=1, description="CPU threads per model")
@@ -67,6 +76,15 @@ class People(Stage):
     name = "people"
     level = "clip"
     Params = PeopleParams
+    adds_members = ("pose.npz",)
+    adds_arrays = ("people.boxes", "people.frames")
+    analysis = {"human_size": "human_size", "motion_amplitude": "motion_class"}
+
+    @classmethod
+    def annotate_sample(cls, document: dict) -> None:
+        found = document["stages"].get(cls.name, {}).get("identities")
+        if found is not None:
+            document["identities"] = [dict(identity) for identity in found]
 
     def resources(self) -> Resources:
         return Resources(cpus=self.params.num_threads, memory_gb=1.0)
@@ -76,14 +94,10 @@ class People(Stage):
 
     def setup(self) -> None:
         params = self.params
-        detector_path = _existing(params.detector_path, "detector_path")
-        pose_path = _existing(params.pose_model_path, "pose_model_path")
-        self.detector = YoloxPersonDetector(detector_path, params.detector_score_threshold,
-                                            params.nms_iou_threshold, params.num_threads)
-        if params.pose_backend == "movenet":
-            self.pose = MoveNetPose(pose_path, params.box_expand, params.num_threads)
-        else:
-            self.pose = RTMPose.from_onnx(pose_path, params.box_expand, params.num_threads)
+        detector_path = self.weights("detector_path")  # both weight paths are checked before either loads
+        self.pose: PoseEstimator = POSE_BACKENDS[params.pose_backend](params, self.weights)
+        self.detector: PersonDetector = YoloxPersonDetector(detector_path, params.detector_score_threshold,
+                                                            params.nms_iou_threshold, params.num_threads)
 
     def process_item(self, item: Item) -> None:
         frames = item.frames[self.frame_specs()[0]]
@@ -94,7 +108,7 @@ class People(Stage):
         tracks = link_tracks([f.boxes for f in observed], frames.times, self.params)
         needed = max(1.0, self.params.min_presence * len(observed))
         people = [track for track in tracks if sum(observed[t].salient[d] for t, d in track.items()) >= needed]
-        self._annotate(item, frames, observed, Identities.of(people, observed))
+        self._annotate(item, frames, observed, SalientPeople.of(people, observed))
 
     def _people_in(self, image: np.ndarray, scale: float) -> FramePeople:
         """Detect people in one sampled frame and estimate the pose of those large enough to matter."""
@@ -111,7 +125,7 @@ class People(Stage):
         keypoints[..., :2] /= scale
         return FramePeople(boxes / scale, keypoints, large & (visible >= self.params.min_visible_keypoints))
 
-    def _annotate(self, item: Item, frames: ClipFrames, observed: list[FramePeople], people: Identities) -> None:
+    def _annotate(self, item: Item, frames: ClipFrames, observed: list[FramePeople], people: SalientPeople) -> None:
         identities = [self._describe(i, people.keypoints[i], people.boxes[i], people.salient[i])
                       for i in range(len(people.boxes))]
         meta = {"identities": identities, "sampled_frames": len(observed),
@@ -147,7 +161,7 @@ class People(Stage):
 
 
 @dataclass
-class Identities:
+class SalientPeople:
     """The salient people of a clip, ordered left to right by mean box centre: boxes [N, T, 4] (NaN
     where absent), keypoints [N, T, 17, 3] (NaN x, y and score 0 where absent), salient [N, T]."""
 
@@ -156,7 +170,7 @@ class Identities:
     salient: np.ndarray
 
     @classmethod
-    def of(cls, people: list[dict[int, int]], observed: list[FramePeople]) -> Identities:
+    def of(cls, people: list[dict[int, int]], observed: list[FramePeople]) -> SalientPeople:
         boxes = np.full((len(people), len(observed), 4), np.nan, dtype=np.float32)
         keypoints = np.zeros((len(people), len(observed), N_KEYPOINTS, 3), dtype=np.float32)
         keypoints[..., :2] = np.nan
@@ -227,13 +241,3 @@ def _sizes(boxes: np.ndarray) -> np.ndarray:
 
 def _box_area(box: list[float]) -> float:
     return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _existing(path: str | None, param: str) -> str:
-    if not path:
-        raise ValueError(f"people: set the parameter {param} (a local weights file)")
-    if not Path(path).is_file():
-        raise ValueError(f"people: {param}={path!r} is not a file")
-    return path
-
-

@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from curation.stage import Item, Params, Resources, Stage
+from curation.stage import Device, Item, Params, Resources, Stage, WeightFolder, gpu_share, gpus_param
 from stages.models.hf_local import DtypeName
 from stages.models.llm_client import ChatRequestError, Conversation, LocalChatModel, OpenAIChatClient
 
@@ -79,14 +78,14 @@ class PhrasesParams(Params):
     timeout_s: float = Field(60.0, gt=0, description="seconds to wait for a reply before the request counts as failed")
     concurrency: int = Field(4, ge=1, description="requests in flight at once, backend openai")
     json_mode: bool = Field(True, description="ask the endpoint for a JSON object reply (response_format json_object); turn off for servers that reject it")
-    local_model_path: str | None = Field(None, description="local folder of an instruction-tuned causal LM with a chat template (transformers format), backend local")
-    device: str = Field("cuda", description="torch device of the local model ('cuda', 'cuda:1', 'cpu')")
+    local_model_path: WeightFolder = Field(None, description="a local folder of an instruction-tuned causal LM with a chat template (transformers format), backend local")
+    device: Device = Field("cuda", description="torch device of the local model ('cuda', 'cuda:1', 'cpu')")
     dtype: DtypeName = Field("bfloat16", description="weights' dtype of the local model")
-    gpus: float = Field(1.0, gt=0, le=1, description="GPU share each worker reserves when the local model is on cuda")
+    gpus: float = gpus_param(1.0)
     max_new_tokens: int = Field(512, ge=16, description="most tokens per reply")
     temperature: float = Field(0.0, ge=0, description="sampling temperature; 0 is greedy decoding")
     max_retries: int = Field(2, ge=0, description="further requests after an unusable reply (each invalid answer is sent back with its error)")
-    batch_size: int = Field(8, ge=1, description="clips handed to the stage at once (one generate call for the local backend)")
+    clips_per_batch: int = Field(8, ge=1, description="clips handed to the stage at once (one generate call for the local backend)")
     prompt: str = Field(DEFAULT_PROMPT, description="user message; {caption} is replaced by the clip's caption")
 
     @field_validator("prompt")
@@ -115,19 +114,18 @@ class Phrases(Stage):
 
     def resources(self) -> Resources:
         p = self.params
-        on_gpu = p.backend == "local" and p.device.startswith("cuda")
-        return Resources(cpus=1, gpus=p.gpus if on_gpu else 0.0, memory_gb=8 if p.backend == "local" else 1)
+        if p.backend != "local":
+            return Resources(cpus=1, memory_gb=1)
+        return Resources(cpus=1, gpus=gpu_share(p.device, p.gpus), memory_gb=8)
 
     def items_per_batch(self) -> int:
-        return self.params.batch_size
+        return self.params.clips_per_batch
 
     def setup(self) -> None:
         p = self.params
         if p.backend == "local":
-            if p.local_model_path is None or not Path(p.local_model_path).is_dir():
-                raise ValueError(f"phrases backend local needs phrases.local_model_path set to a local model folder "
-                                 f"(got {p.local_model_path!r})")
-            self._backend = LocalChatModel(p.local_model_path, p.device, p.dtype, p.max_new_tokens, p.temperature)
+            self._backend = LocalChatModel(self.weights("local_model_path"), self.device(), p.dtype,
+                                           p.max_new_tokens, p.temperature)
         else:
             self._backend = OpenAIChatClient(_required(p.endpoint_url, "endpoint_url"), _required(p.model, "model"),
                                              _api_key(p.api_key_env), p.timeout_s, p.max_new_tokens, p.temperature,

@@ -18,6 +18,11 @@ class Probe(Stage):
     name = "probe"
     level = "source"
     Params = ProbeParams
+    source_scores = True
+
+    @classmethod
+    def annotate_sample(cls, document: dict) -> None:
+        document["source"]["probe"] = document["stages"].pop(cls.name, None)
 
     def resources(self) -> Resources:
         return Resources(cpus=0.5, memory_gb=0.5)
@@ -32,6 +37,7 @@ class Probe(Stage):
             self.reject(item, "unreadable", f"{type(err).__name__}: {err}")
             return
         self.record(item, meta, **{k: meta[k] for k in ("duration", "fps", "width", "height", "has_audio")})
+        item.source_duration = meta["duration"]
         if not meta["has_video"]:
             self.reject(item, "no_video_stream", "audio-only or data-only file")
         elif meta["duration"] < self.params.min_duration_s:
@@ -54,6 +60,9 @@ def probe_video(path: str) -> dict:
             "audio_sample_rate": audio.codec_context.sample_rate if audio else None,
         }
         if video is None:
+            # a scrap of bytes can sniff as an audio format: audio-only only if audio decodes
+            if audio is None or next(container.decode(audio), None) is None:
+                raise ValueError("no decodable video or audio stream")
             return meta | {"duration": _container_duration(container, audio), "fps": 0.0,
                            "width": 0, "height": 0, "rotation": 0, "video_codec": None}
         first = next(container.decode(video), None)

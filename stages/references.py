@@ -47,6 +47,7 @@ class ReferencesParams(Params):
 class References(Stage):
     name = "references"
     requires = ("masks",)
+    adds_members = ("ref_*.png", "face_*.png")
     Params = ReferencesParams
 
     def resources(self) -> Resources:

@@ -2,6 +2,8 @@
 
 The source is decoded once, streaming (a long source cannot be held in memory), by PySceneDetect's
 PyAV backend with threaded decoding; each frame is scaled by swscale straight to the analysis size.
+Times come from each frame's presentation timestamp, not its count, so variable-frame-rate footage
+(phone recordings, screen captures) is cut where its frames really are.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Shots(Stage):
     name = "shots"
     level = "source"
     requires = ("probe",)
+    source_scores = True
     Params = ShotsParams
 
     def resources(self) -> Resources:
@@ -51,26 +54,36 @@ class Shots(Stage):
         manager.add_detector(_make_detector(params, video.frame_rate))
         manager.add_detector(luma)
         manager.detect_scenes(video=video)
-        fps = float(video.frame_rate)
         n_decoded = len(luma.values)
         probed = item.meta["probe"]["duration"]
         if n_decoded == 0:
             self.reject(item, "undecodable", "no video frame could be decoded")
             return
-        if n_decoded / fps < params.min_decoded_fraction * probed:
-            self.reject(item, "truncated", f"decoded {n_decoded / fps:.2f} s of {probed:.2f} s")
+        # frame i shows from times[i] to times[i + 1]; the last frame lasts a typical frame's time
+        frame_s = float(np.median(np.diff(luma.times))) if n_decoded > 1 else 1.0 / float(video.frame_rate)
+        times = np.append(luma.times, luma.times[-1] + frame_s)
+        decoded_s = times[-1] - times[0]
+        if decoded_s < params.min_decoded_fraction * probed:
+            self.reject(item, "truncated", f"decoded {decoded_s:.2f} s of {probed:.2f} s")
             return
-        scenes = [(s.frame_num, e.frame_num) for s, e in manager.get_scene_list(start_in_scene=True)]
+        scenes = [(_frame_at(luma.times, s.seconds), _frame_at(luma.times, e.seconds))
+                  for s, e in manager.get_scene_list(start_in_scene=True)]
+        scenes[-1] = (scenes[-1][0], n_decoded)  # the last scene runs to the last decoded frame
         shots, dark = _trim_fades(scenes, np.asarray(luma.values), params.fade_luma)
         meta = {
-            "fps": fps,
+            "fps": float(video.frame_rate),
             "decoded_frames": n_decoded,
             "decode_failures": int(video.decode_failures),
-            "shots": [[round(a / fps, 4), round(b / fps, 4)] for a, b in shots],
-            "cuts": [round(a / fps, 4) for a, _ in scenes[1:]],
+            "shots": [[round(float(times[a]), 4), round(float(times[b]), 4)] for a, b in shots],
+            "cuts": [round(float(times[a]), 4) for a, _ in scenes[1:]],
             "dark_frames_trimmed": int(dark),
         }
         self.record(item, meta, n_shots=len(shots))
+
+
+def _frame_at(frame_times: np.ndarray, seconds: float) -> int:
+    """The first decoded frame shown at or after `seconds` (a scene boundary's timestamp)."""
+    return int(np.searchsorted(frame_times, seconds - 1e-6))
 
 
 def _make_detector(params: ShotsParams, fps) -> SceneDetector:
@@ -138,13 +151,20 @@ def _plane(plane) -> np.ndarray:
 
 
 class _LumaRecorder(SceneDetector):
-    """Not a detector: records each frame's mean luma (for fade trimming) in the same pass."""
+    """Not a detector: records each frame's presentation time and mean luma (for fade trimming) in
+    the same pass."""
 
     def __init__(self):
         super().__init__()
         self.values: list[float] = []
+        self.frame_times: list[float] = []
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.asarray(self.frame_times)
 
     def process_frame(self, timecode, frame_img):
+        self.frame_times.append(timecode.seconds)
         blue, green, red = frame_img[..., 0], frame_img[..., 1], frame_img[..., 2]
         self.values.append(float((0.114 * blue.mean()) + (0.587 * green.mean()) + (0.299 * red.mean())))
         return []

@@ -14,20 +14,20 @@ clip start]}]; scores n_speaking_tracks, max_mean_score, speech_coverage (fracti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
-from curation.stage import Item, Params, Resources, Stage
+from curation.stage import Device, Item, Params, Resources, Stage, WeightFile, gpu_share, gpus_param
 from stages.models.audio_features import VIDEO_FPS, read_wav16k, track_mfcc
 from stages.models.light_asd import EVALUATE_DURATIONS_S, load_light_asd, score_track
 
 
 class SpeakersParams(Params):
-    model_path: str | None = Field(None, description="Light-ASD weights file: finetuning_TalkSet.model (pretrain_AVA_CVPR.model scores most talking faces below 0)")
-    device: str = Field("cpu", description="torch device for Light-ASD (cpu, cuda, cuda:1, ...)")
+    model_path: WeightFile = Field(None, description="a Light-ASD weights file: finetuning_TalkSet.model (pretrain_AVA_CVPR.model scores most talking faces below 0)")
+    device: Device = Field("cpu", description="torch device for Light-ASD (cpu, cuda, cuda:1, ...)")
+    gpus: float = gpus_param(0.25)
     num_threads: int = Field(1, ge=1, description="torch CPU threads (one per worker scales best; more threads help a lone worker on an idle machine)")
     durations_s: tuple[PositiveInt, ...] = Field(EVALUATE_DURATIONS_S, min_length=1, description="window lengths in seconds; a frame's score is the mean of its windows' scores over these durations (evaluate_network's effective set)")
     max_batch_frames: int = Field(256, ge=16, description="most video frames in one Light-ASD forward pass (bounds memory)")
@@ -41,19 +41,18 @@ class SpeakersParams(Params):
 class Speakers(Stage):
     name = "speakers"
     requires = ("faces",)
+    adds_arrays = ("speakers.track*.score",)
+    reads_arrays = ("faces.track*.gray112",)
     Params = SpeakersParams
 
     def resources(self) -> Resources:
-        on_gpu = self.params.device.startswith("cuda")
-        return Resources(cpus=self.params.num_threads, gpus=0.25 if on_gpu else 0.0, memory_gb=1.5)
+        return Resources(cpus=self.params.num_threads, gpus=gpu_share(self.params.device, self.params.gpus),
+                         memory_gb=1.5)
 
     def setup(self) -> None:
-        path = self.params.model_path
-        if not path or not Path(path).is_file():
-            raise ValueError(f"speakers.model_path must name a Light-ASD weights file, e.g. "
-                             f"finetuning_TalkSet.model (got {path!r})")
+        path = self.weights("model_path")
         torch.set_num_threads(self.params.num_threads)
-        self.model = load_light_asd(path, self.params.device)
+        self.model = load_light_asd(path, self.device())
 
     def process_item(self, item: Item) -> None:
         inputs = speaker_inputs(item)

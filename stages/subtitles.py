@@ -23,20 +23,30 @@ from langdetect import DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 from pydantic import Field
 
-from curation.stage import FrameSpec, Item, Params, Resources, Stage
-from stages.models.ocr import PaddleOcrBackend, RapidOcrBackend, TextLine
+from curation.stage import FrameSpec, Item, Params, Resources, Stage, WeightFolder
+from stages.models.ocr import OcrBackend, TextLine, TextReader
+from stages.models.ocr_paddleocr import PaddleOcrBackend
+from stages.models.ocr_rapidocr import RapidOcrBackend
 
 # Two boxes are one screen region when their intersection covers this much of the smaller box:
 # enough to join subtitle lines of different widths on one baseline, not stacked lines that touch.
 _REGION_OVERLAP = 0.3
 
+# ocr_backend name -> how that backend builds itself (stages/models/ocr.py). The parameter's allowed
+# values are these keys: a new OCR engine is its module plus one line here.
+OCR_BACKENDS: dict[str, OcrBackend] = {
+    "rapidocr": RapidOcrBackend.from_params,
+    "paddleocr": PaddleOcrBackend.from_params,
+}
+OcrBackendName = Literal[tuple(OCR_BACKENDS)]
+
 
 class SubtitlesParams(Params):
     sample_fps: float = Field(1.0, gt=0, description="frames per second read by OCR")
     max_side: int = Field(960, ge=64, description="longer side of the frames given to OCR")
-    ocr_backend: Literal["rapidocr", "paddleocr"] = Field("rapidocr", description="rapidocr (PP-OCRv4 ONNX models shipped in its wheel) or paddleocr (3.x, local model folders)")
-    paddle_det_model_dir: str | None = Field(None, description="PaddleOCR text detection model folder (ocr_backend paddleocr)")
-    paddle_rec_model_dir: str | None = Field(None, description="PaddleOCR text recognition model folder (ocr_backend paddleocr)")
+    ocr_backend: OcrBackendName = Field("rapidocr", description="rapidocr (PP-OCRv4 ONNX models shipped in its wheel) or paddleocr (3.x, local model folders)")
+    paddle_det_model_dir: WeightFolder = Field(None, description="a PaddleOCR text detection model folder (for ocr_backend paddleocr)")
+    paddle_rec_model_dir: WeightFolder = Field(None, description="a PaddleOCR text recognition model folder (for ocr_backend paddleocr)")
     threads: int = Field(1, ge=1, description="CPU threads for OCR inference; the stage reserves as many CPUs")
     min_text_score: float = Field(0.8, ge=0, le=1, description="text lines recognised with lower confidence are ignored")
     max_line_height: float = Field(0.15, gt=0, le=1, description="text lines thicker than this fraction of the frame's shorter side are ignored (scene text, graphics)")
@@ -54,6 +64,7 @@ class _Region:
 
 class Subtitles(Stage):
     name = "subtitles"
+    analysis = {"language": "language"}
     Params = SubtitlesParams
 
     def resources(self) -> Resources:
@@ -63,11 +74,7 @@ class Subtitles(Stage):
         return [FrameSpec(fps=self.params.sample_fps, max_side=self.params.max_side)]
 
     def setup(self) -> None:
-        p = self.params
-        if p.ocr_backend == "paddleocr":
-            self._ocr = PaddleOcrBackend(p.paddle_det_model_dir, p.paddle_rec_model_dir)
-        else:
-            self._ocr = RapidOcrBackend(p.threads)
+        self._ocr: TextReader = OCR_BACKENDS[self.params.ocr_backend](self.params, self.weights)
 
     def process_item(self, item: Item) -> None:
         frames = item.frames[self.frame_specs()[0]]

@@ -22,13 +22,12 @@ null when no track speaks), max_sync_c (best whole-track Sync-C).
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from curation.stage import Item, Params, Resources, Stage
+from curation.stage import Device, Item, Params, Resources, Stage, WeightFile, gpu_share, gpus_param
 from stages.models.audio_features import VIDEO_FPS, track_mfcc
 from stages.models.syncnet import (DEFAULT_VSHIFT, FRAMES_PER_WINDOW, SyncScore, distance_table,
                                    embed_track, load_syncnet, sync_score)
@@ -36,10 +35,11 @@ from stages.speakers import MissingInput, contiguous_runs, speaker_inputs
 
 
 class SyncNetParams(Params):
-    model_path: str | None = Field(None, description="SyncNet weights in syncnet_python's syncnet_v2.model layout")
-    device: str = Field("cpu", description="torch device for SyncNet (cpu, cuda, cuda:1, ...)")
+    model_path: WeightFile = Field(None, description="SyncNet weights in syncnet_python's syncnet_v2.model layout")
+    device: Device = Field("cpu", description="torch device for SyncNet (cpu, cuda, cuda:1, ...)")
+    gpus: float = gpus_param(0.5)
     num_threads: int = Field(1, ge=1, description="torch CPU threads (one per worker scales best; more threads help a lone worker on an idle machine)")
-    batch_size: int = Field(20, ge=1, description="5-frame windows per SyncNet forward pass (syncnet_python's default)")
+    windows_per_batch: int = Field(20, ge=1, description="5-frame windows per SyncNet forward pass (syncnet_python's default)")
     vshift: int = Field(DEFAULT_VSHIFT, ge=0, description="audio shifts searched, in 25 fps frames each way")
     min_sync_conf: float = Field(3.0, description="reject clips in which a speaking track's Sync-C is below this (LatentSync uses 3)")
     reject_no_audio: bool = Field(True, description="reject clips without audio (no_audio); false keeps them unscored")
@@ -49,19 +49,17 @@ class SyncNetParams(Params):
 class SyncNetStage(Stage):
     name = "syncnet"
     requires = ("faces",)
+    reads_arrays = ("faces.track*.rgb224",)
     Params = SyncNetParams
 
     def resources(self) -> Resources:
-        on_gpu = self.params.device.startswith("cuda")
-        return Resources(cpus=self.params.num_threads, gpus=0.5 if on_gpu else 0.0, memory_gb=2.0)
+        return Resources(cpus=self.params.num_threads, gpus=gpu_share(self.params.device, self.params.gpus),
+                         memory_gb=2.0)
 
     def setup(self) -> None:
-        path = self.params.model_path
-        if not path or not Path(path).is_file():
-            raise ValueError(f"syncnet.model_path must name a SyncNet weights file in the "
-                             f"syncnet_v2.model layout (got {path!r})")
+        path = self.weights("model_path")
         torch.set_num_threads(self.params.num_threads)
-        self.model = load_syncnet(path, self.params.device)
+        self.model = load_syncnet(path, self.device())
 
     def process_item(self, item: Item) -> None:
         inputs = speaker_inputs(item)
@@ -94,7 +92,7 @@ class SyncNetStage(Stage):
         for run in contiguous_runs(frames):
             n_frames = run.stop - run.start
             mfcc = track_mfcc(samples, int(frames[run.start]), n_frames)
-            lips, sounds = embed_track(self.model, crops[run], mfcc, self.params.batch_size)
+            lips, sounds = embed_track(self.model, crops[run], mfcc, self.params.windows_per_batch)
             tables.append(distance_table(lips, sounds, self.params.vshift))
             window_frames += [frames[run.start + i:run.start + i + FRAMES_PER_WINDOW]
                               for i in range(len(lips))]

@@ -13,6 +13,7 @@ os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 GOLDEN = REPO_ROOT.parent / "shared" / "golden"
+LIGHT_ASD_GOLDEN = GOLDEN / "light-asd"
 REALDATA_VIDEOS = sorted(REALDATA.rglob("*.mp4")) if REALDATA.exists() else []
 
 
@@ -32,3 +33,6 @@ def demo_inputs(tmp_path_factory) -> Path:
     from curation.demo import make_demo_inputs
 
     return make_demo_inputs(tmp_path_factory.mktemp("demo-input"))
+
+
+from s3_server import s3_server  # noqa: E402,F401  (session fixture: a real S3 server (moto) on 127.0.0.1)

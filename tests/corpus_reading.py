@@ -1,4 +1,5 @@
-"""Reading a finished corpus back the way a user would: plain webdataset over the shard files."""
+"""Reading a finished corpus back the way a user would: plain webdataset over the committed shards
+(index/shards.txt lists them)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,7 @@ import webdataset as wds
 
 
 def shard_paths(output: Path) -> list[str]:
-    return sorted(str(p) for p in (output / "shards").glob("shard-*.tar"))
+    return [str(output / name) for name in (output / "index" / "shards.txt").read_text().split()]
 
 
 def member_hashes(output: Path) -> dict[str, dict[str, str]]:

@@ -2,7 +2,6 @@
 without torchvision; the whole CLIP + head path runs on real frames with a tiny random CLIP."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -12,12 +11,12 @@ import torch
 from PIL import Image
 
 from clip_cutting import cut_clip
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import FrameSpec, Item
 from stages.aesthetics import Aesthetics, AestheticsParams
 from stages.models.aesthetic_head import ClipPreprocess, load_aesthetic_head
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 HEAD = REALDATA / "improved-aesthetic-predictor" / "sac+logos+ava1-l14-linearMSE.pth"
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage folder {REALDATA} is absent")

@@ -3,6 +3,7 @@ written, and the run exits 0."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -73,4 +74,63 @@ def test_missing_paths_in_a_list_are_reported_not_fatal(bad_corpus, tmp_path, ca
     listing = tmp_path / "list.txt"
     listing.write_text(f"{bad_corpus / 'no_audio.mp4'}\n{bad_corpus / 'does_not_exist.mp4'}\n")
     assert main(["run", "--input", str(listing), "--output", str(tmp_path / "out"), "--no-progress"]) == 0
-    assert "missing 1" in capsys.readouterr().out
+    assert "unusable     1  missing" in capsys.readouterr().out
+
+
+def test_variable_frame_rate_footage_is_cut_by_timestamps(tmp_path):
+    """30 fps for 3 s, then every third frame (10 fps): 140 frames over 7.9 s. Counting frames at the
+    stream's average rate would make it 4.67 s and reject it as truncated."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    subprocess.run(FFMPEG + ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=8", "-f", "lavfi",
+                             "-i", "sine=d=8", "-vf", r"select='lt(n\,90)+not(mod(n\,3))'", "-fps_mode", "vfr",
+                             "-c:v", "libx264", "-c:a", "aac", "-shortest", str(folder / "vfr.mp4")], check=True)
+    (folder / "scrap.mp4").write_bytes((folder / "vfr.mp4").read_bytes()[:100])
+    output = tmp_path / "out"
+    assert main(["run", "--pipeline", "ingest", "--input", str(folder), "--output", str(output), "--no-progress"]) == 0
+    sources = {row["path"].split("/")[-1]: row for row in pq.read_table(output / "index/sources.parquet").to_pylist()}
+    assert sources["vfr.mp4"]["status"] == "ok" and sources["vfr.mp4"]["n_kept"] == 1
+    assert (sources["scrap.mp4"]["reject_stage"], sources["scrap.mp4"]["reject_reason"]) == ("probe", "unreadable")
+    (clip,) = pq.read_table(output / "index/clips.parquet").to_pylist()
+    assert clip["start"] == 0.0 and abs(clip["end"] - 7.9) < 0.1  # the whole source, in seconds
+
+
+def test_inputs_that_are_not_video_files_are_listed_with_a_reason_and_never_block(bad_corpus, tmp_path, capsys):
+    """A folder named x.mp4, a FIFO (hashing it would block forever), a broken link and a link loop
+    in a folder; a folder and a FIFO named in a list; a single video file as --input."""
+    import json
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.mp4").mkdir()
+    os.mkfifo(folder / "fifo.mp4")
+    (folder / "broken.mp4").symlink_to(tmp_path / "nothing.mp4")
+    (folder / "loop.mp4").symlink_to(folder / "loop.mp4")
+    (folder / "good.mp4").write_bytes((bad_corpus / "no_audio.mp4").read_bytes())
+    output = tmp_path / "out"
+    assert main(["run", "--input", str(folder), "--output", str(output), "--no-progress"]) == 0
+    (record_path,) = (output / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    reasons = {Path(u["path"]).name: u["reason"] for u in record["unusable_inputs"]}
+    assert reasons == {"x.mp4": "not_a_regular_file", "fifo.mp4": "not_a_regular_file",
+                       "broken.mp4": "broken_link", "loop.mp4": "unreadable"}
+    assert record["counts"]["sources"] == {"ok": 1}
+
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{folder / 'x.mp4'}\n{folder / 'fifo.mp4'}\n{bad_corpus / 'no_audio.mp4'}\n")
+    assert main(["run", "--input", str(listing), "--output", str(tmp_path / "listed"), "--no-progress"]) == 0
+    assert "unusable     2  not_a_regular_file" in capsys.readouterr().out
+
+    single = tmp_path / "single"
+    assert main(["run", "--input", str(bad_corpus / "no_audio.mp4"), "--output", str(single), "--no-progress"]) == 0
+    assert pq.read_table(single / "index/sources.parquet").column("n_kept").to_pylist() == [1]
+
+
+def test_hashing_gives_up_on_a_file_that_reads_too_slowly(tmp_path):
+    from curation.sources import identify
+
+    slow = tmp_path / "slow.mp4"
+    slow.write_bytes(b"\0" * (3 << 20))  # three 1 MiB reads: the deadline is checked after each
+    sources, unusable, _ = identify([str(slow)], hash_timeout_s=0.0)
+    assert sources == [] and [u["reason"] for u in unusable] == ["hash_timeout"]

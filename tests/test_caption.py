@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from clip_cutting import cut_clip
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, FrameSpec, Item
 from stages.caption import Caption, CaptionParams
@@ -18,7 +19,6 @@ from stages.models.vlm import Patching, video_patches
 from tiny_hf import save_tiny_qwen_vl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage folder {REALDATA} is absent")
 
@@ -88,7 +88,7 @@ def test_two_frames_fill_the_two_temporal_slots_of_each_patch():
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
 def test_batch_of_two_real_clips_gets_captions_equal_to_one_clip_at_a_time(checkpoints, family):
-    stage = ready_stage(checkpoints[family], family, batch_size=2)
+    stage = ready_stage(checkpoints[family], family, clips_per_batch=2)
     assert stage.items_per_batch() == 2
     windows = [("video4.mp4", 1.0, 4.5), ("video3.mp4", 2.0, 9.0)]
     batch = [clip_item(stage, *window) for window in windows]
@@ -111,7 +111,7 @@ def test_batch_of_two_real_clips_gets_captions_equal_to_one_clip_at_a_time(check
 
 
 def test_generate_gets_one_video_token_per_merged_patch_and_the_frames_real_spacing(checkpoints):
-    stage = ready_stage(checkpoints["qwen2_5_vl"], "qwen2_5_vl", batch_size=2)
+    stage = ready_stage(checkpoints["qwen2_5_vl"], "qwen2_5_vl", clips_per_batch=2)
     seen = {}
     generate = stage._captioner.model.generate
 
@@ -132,7 +132,7 @@ def test_generate_gets_one_video_token_per_merged_patch_and_the_frames_real_spac
 
 
 def test_clip_without_frames_is_rejected_and_the_rest_of_the_batch_captioned(checkpoints):
-    stage = ready_stage(checkpoints["qwen2_5_vl"], "qwen2_5_vl", batch_size=2)
+    stage = ready_stage(checkpoints["qwen2_5_vl"], "qwen2_5_vl", clips_per_batch=2)
     good = clip_item(stage, "video4.mp4", 1.0, 3.0)
     empty = clip_item(stage, "video4.mp4", 1.0, 3.0)
     spec = stage.frame_specs()[0]
@@ -152,7 +152,7 @@ def test_setup_names_the_parameter_to_fix(checkpoints, tmp_path):
 
 
 def test_resources_and_batch_follow_the_params():
-    on_gpu = Caption(CaptionParams(model_path="/m", device="cuda", gpus=0.5, batch_size=8))
+    on_gpu = Caption(CaptionParams(model_path="/m", device="cuda", gpus=0.5, clips_per_batch=8))
     assert on_gpu.resources().gpus == 0.5 and on_gpu.items_per_batch() == 8
     assert Caption(CaptionParams(model_path="/m", device="cpu")).resources().gpus == 0.0
     assert on_gpu.frame_specs() == [FrameSpec(fps=1.0, max_side=640)]

@@ -12,7 +12,7 @@ import torch
 from tests.conftest import REALDATA, require_realdata
 from training.data import ClipSample
 from training.evaluation.common import GeneratedVideo, MetricUnavailable
-from training.evaluation.fvd import build, clip_windows, frame_indices_at_rate
+from training.evaluation.fvd import FvdSettings, build, clip_windows, frame_indices_at_rate
 from training.evaluation.frechet import feature_statistics, frechet_distance
 from training.evaluation.i3d import InceptionI3d, same_padding
 from training.media import decode_video
@@ -75,9 +75,9 @@ def test_frame_sampling_at_the_clip_rate():
 
 def test_build_without_i3d_path_names_it(tmp_path):
     with pytest.raises(MetricUnavailable, match="i3d_path"):
-        build({}, "cpu")
+        build(FvdSettings(), "cpu")
     with pytest.raises(MetricUnavailable, match="i3d_path"):
-        build({"i3d_path": str(tmp_path / "absent.pt")}, "cpu")
+        build(FvdSettings(i3d_path=str(tmp_path / "absent.pt")), "cpu")
 
 
 def sample(key: str, frames: np.ndarray, fps: float) -> ClipSample:
@@ -105,7 +105,7 @@ class InputProbe(torch.nn.Module):
 def test_torchscript_detector_path(tmp_path):
     path = tmp_path / "i3d_torchscript.pt"
     torch.jit.script(InputProbe()).save(str(path))
-    metric = build({"i3d_path": str(path), "max_clips_per_video": 2}, "cpu")
+    metric = build(FvdSettings(i3d_path=str(path), max_clips_per_video=2), "cpu")
     rng = np.random.default_rng(0)
     real_frames = rng.integers(0, 256, size=(40, 48, 64, 3), dtype=np.uint8)
     scores = metric.score(generated("g0", rng.integers(0, 256, size=(20, 36, 36, 3), dtype=np.uint8), 12.0),
@@ -117,7 +117,7 @@ def test_torchscript_detector_path(tmp_path):
     assert features[:, 3].min() >= -1 and features[:, 4].max() <= 1  # scaled to [-1, 1]
     np.testing.assert_array_equal(features[:, 5:], [[16, 224, 224]] * 2)
 
-    assert math.isnan(build({"i3d_path": str(path)}, "cpu").summary()["fvd"])
+    assert math.isnan(build(FvdSettings(i3d_path=str(path)), "cpu").summary()["fvd"])
     summary = metric.summary()
     assert summary["fvd_generated_clips"] == summary["fvd_real_clips"] == 2.0
     assert math.isfinite(summary["fvd"]) and "fvd" not in metric.skipped
@@ -126,7 +126,7 @@ def test_torchscript_detector_path(tmp_path):
 def test_too_few_clips_give_nan_with_a_reason(tmp_path):
     path = tmp_path / "i3d_torchscript.pt"
     torch.jit.script(InputProbe()).save(str(path))
-    metric = build({"i3d_path": str(path)}, "cpu")
+    metric = build(FvdSettings(i3d_path=str(path)), "cpu")
     frames = np.zeros((16, 32, 32, 3), np.uint8)
     metric.score(generated("g0", frames, 24.0), sample("s0", frames, 24.0))
     assert metric.score(generated("g1", frames[:8], 24.0), sample("s0", frames, 24.0))["fvd_generated_clips"] == 0
@@ -154,7 +154,7 @@ def decoded(name: str, frames: int) -> tuple[np.ndarray, float]:
 def test_piergiaj_i3d_on_real_videos(random_i3d_state):
     require_realdata()
     state, path = random_i3d_state
-    metric = build({"i3d_path": path}, "cpu")
+    metric = build(FvdSettings(i3d_path=path), "cpu")
     assert torch.equal(metric.extractor.Mixed_5c.b2b.conv3d.weight, state["Mixed_5c.b2b.conv3d.weight"])
     video4, video4_fps = decoded("video4.mp4", 20)  # 360x480 at 30 fps: 16 frames at 24 fps
     video3, video3_fps = decoded("video3.mp4", 16)  # 640x362 at 24 fps
@@ -178,4 +178,4 @@ def test_piergiaj_state_dict_loads_strictly(random_i3d_state, tmp_path, change):
     path = tmp_path / "rgb_imagenet.pt"
     torch.save(state, path)
     with pytest.raises(ValueError, match="Mixed_4c.b1"):
-        build({"i3d_path": str(path)}, "cpu")
+        build(FvdSettings(i3d_path=str(path)), "cpu")

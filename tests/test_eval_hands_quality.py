@@ -175,7 +175,7 @@ def test_measure_tracks_people_and_scales_positions_to_the_reference_height(heig
 
 def test_hands_on_real_frames_with_yolox_and_a_wholebody_model(video4_frames, wholebody_path):
     section = {"wholebody_pose_path": str(wholebody_path), "person_detector_path": str(YOLOX), "frame_stride": 2}
-    metric = hands.build(section, "cpu")
+    metric = hands.build(HandSettings(**section), "cpu")
     values = metric.score(GeneratedVideo("video4", video4_frames, 30.0, None, None), sample_of(video4_frames))
     assert set(values) == {"hkc", "hkv", "hands_in_view", "people"}
     assert values["people"] == 2.0  # the two girls
@@ -198,23 +198,23 @@ def test_wholebody_pose_keeps_all_keypoints_and_agrees_with_rtmpose_on_the_body(
 def test_missing_or_wrong_models_make_hands_unavailable_naming_the_key(tmp_path, wholebody_path):
     require_realdata()
     with pytest.raises(MetricUnavailable, match="wholebody_pose_path"):
-        hands.build({"person_detector_path": str(YOLOX)}, "cpu")
+        hands.build(HandSettings(person_detector_path=str(YOLOX)), "cpu")
     with pytest.raises(MetricUnavailable, match="wholebody_pose_path"):
-        hands.build({"wholebody_pose_path": str(tmp_path / "absent.onnx"), "person_detector_path": str(YOLOX)}, "cpu")
+        hands.build(HandSettings(wholebody_pose_path=str(tmp_path / "absent.onnx"), person_detector_path=str(YOLOX)), "cpu")
     with pytest.raises(MetricUnavailable, match="person_detector_path"):
-        hands.build({"wholebody_pose_path": str(wholebody_path)}, "cpu")
+        hands.build(HandSettings(wholebody_pose_path=str(wholebody_path)), "cpu")
     body_only = simcc_model(tmp_path / "body17.onnx", n_keypoints=17)
     with pytest.raises(MetricUnavailable, match=r"wholebody_pose_path.*17 keypoints.*133"):
-        hands.build({"wholebody_pose_path": str(body_only), "person_detector_path": str(YOLOX)}, "cpu")
+        hands.build(HandSettings(wholebody_pose_path=str(body_only), person_detector_path=str(YOLOX)), "cpu")
     with pytest.raises(ValueError, match="frame_strid"):
-        hands.build({"wholebody_pose_path": str(wholebody_path), "person_detector_path": str(YOLOX),
-                     "frame_strid": 2}, "cpu")
+        hands.build(HandSettings(wholebody_pose_path=str(wholebody_path), person_detector_path=str(YOLOX),
+                                 frame_strid=2), "cpu")
 
 
 # ---------------------------------------------------------------- visual quality
 
 def test_quality_measures_on_real_frames_and_skip_reasons(video4_frames):
-    metric = visual_quality.build({"frames": 4}, "cpu")
+    metric = visual_quality.build(visual_quality.QualitySettings(frames=4), "cpu")
     assert "clip_path" in metric.skipped["laion_aesthetic"] and "qalign_path" in metric.skipped["qalign"]
     values = metric.score(GeneratedVideo("video4", video4_frames, 30.0, None, None), sample_of(video4_frames))
     assert set(values) == QUALITY_KEYS and all(np.isfinite(v) for v in values.values())
@@ -253,7 +253,7 @@ def test_laion_aesthetic_with_a_tiny_clip_and_the_real_head(tmp_path, video4_fra
 
     clip_folder = tiny_clip(tmp_path / "clip")
     section = {"clip_path": str(clip_folder), "aesthetic_head_path": str(HEAD), "frames": 3}
-    metric = visual_quality.build(section, "cpu")
+    metric = visual_quality.build(visual_quality.QualitySettings(**section), "cpu")
     assert set(metric.skipped) == {"qalign"}
     values = metric.measure(video4_frames)
     chosen = list(video4_frames[sample_frame_indices(len(video4_frames), 3)])
@@ -261,6 +261,6 @@ def test_laion_aesthetic_with_a_tiny_clip_and_the_real_head(tmp_path, video4_fra
     assert values["laion_aesthetic"] == pytest.approx(float(expected), rel=1e-5)
     assert set(values) == QUALITY_KEYS | {"laion_aesthetic"}
 
-    headless = visual_quality.build({"clip_path": str(clip_folder)}, "cpu")
+    headless = visual_quality.build(visual_quality.QualitySettings(clip_path=str(clip_folder)), "cpu")
     assert "aesthetic_head_path" in headless.skipped["laion_aesthetic"]
     assert "laion_aesthetic" not in headless.measure(video4_frames[:2])

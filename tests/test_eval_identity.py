@@ -164,12 +164,12 @@ def generated_of(frames: np.ndarray) -> GeneratedVideo:
 
 def test_unknown_settings_are_errors():
     with pytest.raises(ValueError, match="box_treshold"):
-        IdentitySettings.from_section({"box_treshold": 0.3})
+        IdentitySettings(box_treshold=0.3)
 
 
 def test_nothing_configured_names_every_missing_key():
     with pytest.raises(MetricUnavailable) as unavailable:
-        build({}, "cpu")
+        build(IdentitySettings(), "cpu")
     for key in ("clip_path", "dino_path", "arcface_path"):
         assert key in str(unavailable.value)
 
@@ -180,7 +180,7 @@ def test_nothing_configured_names_every_missing_key():
                                                        "clip_t": "clip_path"}),
 ])
 def test_each_skipped_value_names_its_missing_key(checkpoints, configured, skipped_reasons):
-    metric = build({key: checkpoints[key] for key in configured}, "cpu")
+    metric = build(IdentitySettings(**{key: checkpoints[key] for key in configured}), "cpu")
     assert set(metric.skipped) == set(skipped_reasons)
     for name, key in skipped_reasons.items():
         assert metric.skipped[name].startswith(f"{name}: set {key}")
@@ -188,14 +188,14 @@ def test_each_skipped_value_names_its_missing_key(checkpoints, configured, skipp
 
 def test_a_path_that_does_not_exist_is_named(tmp_path):
     with pytest.raises(MetricUnavailable, match=r"clip_path=.*does not exist"):
-        build({"clip_path": str(tmp_path / "absent")}, "cpu")
+        build(IdentitySettings(clip_path=str(tmp_path / "absent")), "cpu")
 
 
 # ---------------------------------------------------------------- the whole metric on real frames
 
 
 def test_scores_on_real_frames_are_cosines(full_section, video4_frames):
-    metric = build(full_section, "cpu")
+    metric = build(IdentitySettings(**full_section), "cpu")
     assert metric.skipped == {}
     scores = metric.score(generated_of(video4_frames), sample_of(video4_frames))
     assert set(scores) == {"clip_i", "dino_i", "face_similarity", "clip_t"}
@@ -205,7 +205,7 @@ def test_scores_on_real_frames_are_cosines(full_section, video4_frames):
 
 
 def test_subjects_are_crops_of_the_frames(full_section, video4_frames):
-    metric = build({key: full_section[key] for key in ("clip_path", "grounding_path", "box_threshold")}, "cpu")
+    metric = build(IdentitySettings(**{key: full_section[key] for key in ("clip_path", "grounding_path", "box_threshold")}), "cpu")
     frames = video4_frames[:2]
     crops = metric.subjects.crops(frames)
     assert len(crops) == 2 and all(frame_crops for frame_crops in crops)
@@ -222,7 +222,7 @@ def test_subject_crops_round_outwards_clip_and_drop_small_boxes():
 
 
 def test_video_without_caption_or_references_scores_nan(full_section, video4_frames):
-    metric = build({key: full_section[key] for key in ("clip_path", "grounding_path", "box_threshold")}, "cpu")
+    metric = build(IdentitySettings(**{key: full_section[key] for key in ("clip_path", "grounding_path", "box_threshold")}), "cpu")
     sample = sample_of(video4_frames, caption=" ")
     sample.refs = [None, None]
     scores = metric.score(generated_of(video4_frames), sample)
@@ -316,7 +316,7 @@ def test_an_arcface_model_of_another_input_size_is_refused(tmp_path):
     section = {"arcface_path": str(save_tiny_arcface(tmp_path / "arcface128.onnx", side=128)),
                "face_detector_path": str(YUNET_DYNAMIC)}
     with pytest.raises(ValueError, match=r"arcface_path=.*arcface128.onnx.* takes input \[1, 3, 128, 128\]"):
-        build(section, "cpu")
+        build(IdentitySettings(**section), "cpu")
 
 
 def test_arcface_input_is_rgb_scaled_to_plus_minus_one():
@@ -329,7 +329,7 @@ def test_arcface_input_is_rgb_scaled_to_plus_minus_one():
 
 @pytest.mark.parametrize("detector", [YUNET_DYNAMIC, YUNET_FIXED], ids=["onnxruntime", "opencv"])
 def test_real_yunet_finds_both_girls_and_their_reference_faces(full_section, video4_frames, detector):
-    metric = build({"arcface_path": full_section["arcface_path"], "face_detector_path": str(detector)}, "cpu")
+    metric = build(IdentitySettings(arcface_path=full_section["arcface_path"], face_detector_path=str(detector)), "cpu")
     found = metric.faces.detector.detect(video4_frames[::15])
     assert [len(faces.scores) for faces in found] == [2, 2, 2, 2]
     for index, box in enumerate(HEADS):
@@ -338,7 +338,7 @@ def test_real_yunet_finds_both_girls_and_their_reference_faces(full_section, vid
 
 
 def test_a_face_reference_without_a_face_falls_back_to_the_resized_crop(full_section, caplog):
-    metric = build({key: full_section[key] for key in ("arcface_path", "face_detector_path")}, "cpu")
+    metric = build(IdentitySettings(**{key: full_section[key] for key in ("arcface_path", "face_detector_path")}), "cpu")
     white = np.full((150, 150, 3), 255, np.uint8)
     face, was_found = metric.faces.reference_face(white, "blank", 0)
     assert not was_found and face.shape == (112, 112, 3) and np.all(face == 255)
@@ -346,7 +346,7 @@ def test_a_face_reference_without_a_face_falls_back_to_the_resized_crop(full_sec
 
 
 def test_a_face_against_itself_scores_one(full_section, video4_frames):
-    metric = build({key: full_section[key] for key in ("arcface_path", "face_detector_path")}, "cpu")
+    metric = build(IdentitySettings(**{key: full_section[key] for key in ("arcface_path", "face_detector_path")}), "cpu")
     head = cut(video4_frames[0], HEADS[0])
     sample = sample_of(video4_frames)
     sample.faces = [head]

@@ -14,8 +14,8 @@ from tests.clip_cutting import decode_frames_25fps, wav_16k_bytes
 from tests.conftest import REALDATA, require_realdata
 from training.data import ClipSample, read_clips
 from training.evaluation.common import GeneratedVideo, MetricUnavailable
-from training.evaluation.sync import (FaceLocator, LightAsdScorer, SyncNetScorer, Timeline, build_identity_sync,
-                                      build_sync, identity_sync, scores_over, timeline_of)
+from training.evaluation.sync import (FaceLocator, IdentitySyncSettings, LightAsdScorer, SyncNetScorer, SyncSettings, Timeline,
+                                      build_identity_sync, build_sync, identity_sync, scores_over, timeline_of)
 from training.media import read_wav
 from training.synthetic import SyntheticSpec, write_corpus
 
@@ -35,9 +35,9 @@ def test_sync_c_and_d_from_a_constructed_distance_table():
 
 def test_missing_models_are_named():
     with pytest.raises(MetricUnavailable, match="syncnet_path"):
-        build_sync({}, "cpu")
+        build_sync(SyncSettings(), "cpu")
     with pytest.raises(MetricUnavailable, match="light_asd_path"):
-        build_identity_sync({"scorer": "light_asd"}, "cpu")
+        build_identity_sync(IdentitySyncSettings(scorer="light_asd"), "cpu")
 
 
 def synthetic_samples(folder: Path, clips: int) -> list[ClipSample]:
@@ -53,7 +53,7 @@ def test_syncnet_path_with_random_weights(tmp_path):
     require_realdata()
     torch.manual_seed(0)
     torch.save(SyncNet().state_dict(), tmp_path / "syncnet.model")
-    metric = build_sync({"syncnet_path": str(tmp_path / "syncnet.model"), "face_detector_path": str(YUNET)}, "cpu")
+    metric = build_sync(SyncSettings(syncnet_path=str(tmp_path / "syncnet.model"), face_detector_path=str(YUNET)), "cpu")
     sample = synthetic_samples(tmp_path / "corpus", 1)[0]
     values = metric.score(as_generated(sample), sample)
     assert np.isfinite(values["sync_c"]) and values["sync_c"] >= 0 and values["sync_d"] > 0

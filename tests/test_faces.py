@@ -21,16 +21,15 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import LIGHT_ASD_GOLDEN, REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, Item
 from stages.faces import Faces, FacesParams, frames_at_fps
-from stages.models.face_tracking import box_iou, crop_face, crop_parameters, gray_centre_112, track_faces
+from stages.models.boxes import box_iou
+from stages.models.face_tracking import crop_face, crop_parameters, gray_centre_112, track_faces
 from stages.models.yunet import YuNetOnnx
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REALDATA = SHARED / "realdata"
-GOLDEN = SHARED / "golden" / "light-asd"
 CLIPS = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 YUNET_DIR = REALDATA / "libfacedetection.train" / "onnx"
 DYNAMIC_MODEL = YUNET_DIR / "yunet_n_dynamic.onnx"
@@ -38,12 +37,12 @@ FIXED_MODEL = YUNET_DIR / "yunet_n_320_320.onnx"
 GOLDEN_WINDOWS = {"video4": (1.0, 7.0), "video3": (24.0, 30.0)}  # golden README, "Which face is which"
 
 needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage and weights not found at {REALDATA}")
-needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden Light-ASD outputs not found at {GOLDEN}")
+needs_golden = pytest.mark.skipif(not LIGHT_ASD_GOLDEN.is_dir(), reason=f"golden Light-ASD outputs not found at {LIGHT_ASD_GOLDEN}")
 
 
 def golden_tracks(clip: str) -> list[dict]:
     """The golden trackA (left) and trackB (right) of `clip`, frames in order."""
-    tracks = json.loads((GOLDEN / "tracks.json").read_text())
+    tracks = json.loads((LIGHT_ASD_GOLDEN / "tracks.json").read_text())
     return [tracks[f"{clip}_track{name}"] for name in "AB"]
 
 
@@ -124,7 +123,7 @@ def test_onnxruntime_backend_and_crops_reproduce_golden_run(clip, tmp_path):
         assert mine.frames.tolist() == list(range(150))
         np.testing.assert_allclose(mine.boxes, golden_boxes(golden, "track_box_x1y1x2y2"), atol=1e-3)
 
-    videos = np.load(GOLDEN / "inputs.npz")
+    videos = np.load(LIGHT_ASD_GOLDEN / "inputs.npz")
     for name, track in zip("AB", tracks):
         centre_x, centre_y, half_size = crop_parameters(golden_boxes(track, "track_box_x1y1x2y2"))
         np.testing.assert_array_equal(centre_x, golden_boxes(track, "crop_center_x"))

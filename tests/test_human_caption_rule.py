@@ -3,14 +3,13 @@ when the caption names people and dropped when it does not; no caption is a no-o
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
+from conftest import REALDATA
 from curation.stage import Item
 from stages.human_caption_rule import PEOPLE_WORDS, HumanCaptionRule, HumanCaptionRuleParams
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage folder {REALDATA} is absent")
 

@@ -3,7 +3,6 @@ shards, the corpus analysis, the same results under Ray, and one decode per clip
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pyarrow.parquet as pq

@@ -8,7 +8,6 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import av
 import cv2
@@ -17,6 +16,7 @@ import pytest
 import torch
 from scipy.io import wavfile
 
+from conftest import LIGHT_ASD_GOLDEN, REALDATA
 from stages.models.audio_features import mfcc_100fps, read_wav16k, track_mfcc
 from stages.models.face_tracking import PAD_VALUE, crop_face, crop_parameters
 
@@ -26,22 +26,20 @@ from stages.models.light_asd import (LightASD, evaluate_windows, load_light_asd,
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = SHARED / "realdata" / "Light-ASD" / "weight"
-VIDEO4 = SHARED / "realdata" / "data-juicer" / "tests" / "ops" / "data" / "video4.mp4"
-GOLDEN = SHARED / "golden" / "light-asd"
+WEIGHTS = REALDATA / "Light-ASD" / "weight"
+VIDEO4 = REALDATA / "data-juicer" / "tests" / "ops" / "data" / "video4.mp4"
 WEIGHT_NAMES = ("finetuning_TalkSet", "pretrain_AVA_CVPR")
 TRACKS = ("video4_trackA", "video4_trackB", "video3_trackA", "video3_trackB")
 TOLERANCE = 1e-4  # golden README, "Reproducing and tolerances"
 
 pytestmark = pytest.mark.skipif(
-    not (WEIGHTS.is_dir() and GOLDEN.is_dir()),
-    reason=f"Light-ASD weights ({WEIGHTS}) or golden outputs ({GOLDEN}) not found")
+    not (WEIGHTS.is_dir() and LIGHT_ASD_GOLDEN.is_dir()),
+    reason=f"Light-ASD weights ({WEIGHTS}) or golden outputs ({LIGHT_ASD_GOLDEN}) not found")
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.lib.npyio.NpzFile]:
-    return {name: np.load(GOLDEN / f"{name}.npz")
+    return {name: np.load(LIGHT_ASD_GOLDEN / f"{name}.npz")
             for name in ("inputs", "scores", "intermediates_finetuning_TalkSet")}
 
 
@@ -142,7 +140,7 @@ def test_mfcc_is_bit_exact(golden):
 
 
 def test_crop_parameters_equal_crop_video():
-    tracks = json.loads((GOLDEN / "tracks.json").read_text())
+    tracks = json.loads((LIGHT_ASD_GOLDEN / "tracks.json").read_text())
     for track in TRACKS:
         frames = [tracks[track]["frames"][key] for key in sorted(tracks[track]["frames"], key=int)]
         centre_x, centre_y, half_size = crop_parameters(np.array([f["track_box_x1y1x2y2"] for f in frames]))

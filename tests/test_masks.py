@@ -21,21 +21,21 @@ import torch
 from PIL import Image
 
 from clip_cutting import cut_clip
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, FrameSpec, Item
-from stages.masks import (CONFIDENT, Masks, MasksParams, left_to_right, match_tracks_to_people, object_phrases,
-                          spread_to_clip_frames)
+from stages.masks import (CONFIDENT, Masks, MasksParams, left_to_right, match_mask_tracks_to_people,
+                          object_phrases, spread_to_clip_frames)
+from stages.models.boxes import box_iou
 from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video
 from stages.models.grounding import NO_PHRASE, Detections, GroundingDino
 from stages.models.image_preprocessing import (IMAGENET_MEAN, IMAGENET_STD, Normalisation, grounding_dino_pixels,
                                               sam2_pixels)
 from stages.models.sam2_video import NEW_OBJECT, Sam2VideoTracker, TrackedObjects, mask_bounding_boxes
-from stages.models.yolox import box_iou
 from stages.people import People, PeopleParams
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 BEDROOM = REALDATA / "sam2/notebooks/videos/bedroom.mp4"
 VIDEO4 = REALDATA / "data-juicer/tests/ops/data/video4.mp4"
 YOLOX = REALDATA / "YOLOX-ONNX-TFLite-Sample/model/yolox_nano.onnx"
@@ -344,9 +344,9 @@ def test_tracks_are_matched_to_people_by_mean_box_iou():
                        [[0, 0, 10, 10], nan, [50, 50, 60, 60]],               # person 0 on half its frames
                        [[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]],      # person 0 exactly
                        [[40, 40, 50, 50]] * 3], dtype=np.float32)
-    chosen, iou = match_tracks_to_people(tracks, people, min_iou=0.3)
+    chosen, iou = match_mask_tracks_to_people(tracks, people, min_iou=0.3)
     assert chosen == [2, 0] and iou == [1.0, 1.0]
-    chosen, iou = match_tracks_to_people(tracks[[1, 3]], people, min_iou=0.3)
+    chosen, iou = match_mask_tracks_to_people(tracks[[1, 3]], people, min_iou=0.3)
     assert chosen == [0, None] and iou == [0.5, 0.0]  # the half-seen track, and nobody for person 1
 
 

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from conftest import REALDATA, require_realdata
+from corpus_reading import shard_paths
 from curation.pipeline import load_pipeline
 from curation.run import RunOptions, run_pipeline
 from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video
@@ -45,7 +46,8 @@ def corpus(tmp_path_factory):
 
 
 def test_the_trainer_reads_masks_and_references_the_pipeline_wrote(corpus):
-    (clip,) = list(read_clips(str(corpus / "shards" / "shard-000000.tar")))
+    (shard,) = shard_paths(corpus)
+    (clip,) = list(read_clips(shard))
     n_frames = len(clip.frames)
     assert clip.num_identities == 2  # the two children, ids from the people stage
     assert clip.masks.shape[:2] == (2, n_frames) and max(clip.masks.shape[2:]) == 128

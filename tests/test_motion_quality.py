@@ -3,7 +3,6 @@ changes made to real frames (a pan of known speed, blur, darkening, added noise,
 are measured as such and rejected with the right reason."""
 from __future__ import annotations
 
-import io
 from functools import cache
 from pathlib import Path
 
@@ -12,12 +11,12 @@ import numpy as np
 import pytest
 
 from clip_cutting import cut_clip
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, FrameSpec, Item
 from stages.motion import Motion, MotionParams
 from stages.quality import Quality, QualityParams
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 BEDROOM = REALDATA / "sam2" / "notebooks" / "videos" / "bedroom.mp4"
 WALKERS = REALDATA / "sample-videos" / "one-by-one-person-detection.mp4"

@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, Item
 from stages.models.pose_metrics import (HUMAN_SIZES, amplitude_class, human_size_ranks, motion_amplitude,
@@ -23,7 +24,6 @@ from stages.people import People, PeopleParams, link_tracks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 YOLOX = REALDATA / "YOLOX-ONNX-TFLite-Sample/model/yolox_nano.onnx"
 MOVENET = REALDATA / "MoveNet-Python-Example/tflite/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite"
 DATA_JUICER = REALDATA / "data-juicer/tests/ops/data"

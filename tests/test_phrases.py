@@ -180,7 +180,7 @@ def test_setup_names_the_missing_parameter():
 
 
 def test_resources_follow_the_backend():
-    local = Phrases(PhrasesParams(backend="local", local_model_path="/m", gpus=0.5, batch_size=16))
+    local = Phrases(PhrasesParams(backend="local", local_model_path="/m", gpus=0.5, clips_per_batch=16))
     assert local.resources().gpus == 0.5 and local.items_per_batch() == 16
     assert Phrases(PhrasesParams(backend="local", local_model_path="/m", device="cpu")).resources().gpus == 0.0
     assert Phrases(PhrasesParams(endpoint_url="http://127.0.0.1:9/v1", model="m")).resources().gpus == 0.0
@@ -189,7 +189,7 @@ def test_resources_follow_the_backend():
 def test_local_llm_backend_batches_retries_and_rejects_what_never_parses(tmp_path):
     checkpoint = save_tiny_causal_lm(tmp_path / "tiny-lm")
     stage = Phrases(PhrasesParams(backend="local", local_model_path=str(checkpoint), device="cpu", dtype="float32",
-                                  max_new_tokens=16, max_retries=2, batch_size=2))
+                                  max_new_tokens=16, max_retries=2, clips_per_batch=2))
     stage.setup()
     input_shapes = []
     generate = stage._backend.model.generate

@@ -119,3 +119,73 @@ def test_every_stage_module_defines_its_stage():
     for name in available_stages():
         assert stage_class(name).name == name
     assert "models" not in available_stages() and stages.__name__ == "stages"
+
+
+def test_weight_paths_resolve_against_the_pipelines_file_and_must_exist(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "asd.model").write_bytes(b"weights")
+    path = _write(tmp_path, """\
+        p:
+          stages:
+            - probe
+            - shots
+            - clips
+            - faces:
+                model_path: models/yunet.onnx
+            - speakers:
+                model_path: models/asd.model
+            - write
+        """)
+    message = _error(path)
+    assert f"{path}:7: faces.model_path: no such file 'models/yunet.onnx'" in message
+    assert f"read from its folder, {tmp_path}" in message
+    (tmp_path / "models" / "yunet.onnx").write_bytes(b"weights")
+    stages_by_name = {s.name: s for s in load_pipeline("p", path).stages}
+    assert stages_by_name["speakers"].params.model_path == str(tmp_path / "models" / "asd.model")
+    with pytest.raises(PipelineError, match=r"--set speakers.model_path=gone.model: speakers.model_path: no such file"):
+        load_pipeline("p", path, ["speakers.model_path=gone.model"])
+
+
+def test_a_weight_path_left_unset_stops_setup_naming_the_parameter():
+    pipeline = load_pipeline("talking")  # syncnet.model_path is null in pipelines.yaml
+    syncnet = next(s for s in pipeline.stages if s.name == "syncnet").build()
+    with pytest.raises(ValueError, match=r"^syncnet.model_path: not set; set it to SyncNet weights"):
+        syncnet.setup()
+
+
+def test_devices_and_gpu_shares_are_checked_and_declared():
+    with pytest.raises(PipelineError, match=r"speakers.device: .*device must be 'cpu', 'cuda' or 'cuda:N'"):
+        load_pipeline("talking", overrides=["speakers.device=gpu0"])
+    pipeline = load_pipeline("talking", overrides=["syncnet.device=cuda:1", "syncnet.gpus=0.25"])
+    by_name = {s.name: s.build() for s in pipeline.stages}
+    assert by_name["syncnet"].resources().gpus == 0.25 and by_name["speakers"].resources().gpus == 0.0
+
+
+def test_every_array_a_stage_reads_is_one_a_stage_adds():
+    from curation.pipeline import available_stages, stage_class
+    from curation.stage import matches_any
+
+    classes = [stage_class(name) for name in available_stages()]
+    added = {pattern for cls in classes for pattern in cls.adds_arrays}
+    for cls in classes:
+        for pattern in cls.reads_arrays:
+            assert pattern in added or matches_any(pattern, added), f"{cls.name} reads {pattern}, which no stage adds"
+
+
+def test_a_stage_pool_is_read_from_its_entry_and_checked(tmp_path):
+    path = _write(tmp_path, """\
+        p:
+          stages:
+            - probe
+            - shots:
+                pool: {max_workers: 3, cpus: 2}
+            - clips
+            - write
+        """)
+    shots = load_pipeline("p", path).stages[1]
+    assert (shots.pool.max_workers, shots.pool.cpus, shots.pool.min_workers) == (3, 2.0, 1)
+    assert "pool" not in shots.params.model_fields_set and "pool" not in shots.lineage()["params"]
+    bad = _write(tmp_path, "p:\n  stages:\n    - probe\n    - shots:\n        pool: {max_workrs: 3}\n    - clips\n    - write\n")
+    assert f"{bad}:5: shots.pool: max_workrs: Extra inputs are not permitted" in _error(bad)
+    with pytest.raises(PipelineError, match="max_workers must be >= min_workers"):
+        load_pipeline("ingest", overrides=["shots.pool={min_workers: 4, max_workers: 2}"])

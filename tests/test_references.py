@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from clip_cutting import cut_clip
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, Item
 from stages.faces import Faces, FacesParams
@@ -28,7 +28,6 @@ from stages.references import (References, ReferencesParams, best_frame, face_bo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 VIDEO4 = REALDATA / "data-juicer/tests/ops/data/video4.mp4"
 BEDROOM = REALDATA / "sam2/notebooks/videos/bedroom.mp4"
 YOLOX = REALDATA / "YOLOX-ONNX-TFLite-Sample/model/yolox_nano.onnx"

@@ -43,7 +43,7 @@ def test_sigkill_then_resume_equals_a_clean_run(resume_inputs, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "curation.cli", *_run_args(resume_inputs, crashed)],
                                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (crashed / "index" / "parts" / "part-000001").exists():
+    while len(list((crashed / "index" / "commits").glob("*.json"))) < 2:
         assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
@@ -96,3 +96,44 @@ def test_a_corpus_refuses_a_different_pipeline_configuration(demo_inputs, tmp_pa
     assert main(_run_args(one, output)) == 0
     assert main(_run_args(one, output, "--set", "clips.max_clip_s=20")) == 2
     assert "was built by pipeline 'ingest'" in capsys.readouterr().err
+
+
+def test_force_records_every_configuration_that_built_the_corpus(demo_inputs, tmp_path, capsys):
+    output = tmp_path / "corpus"
+    first, second = (tmp_path / "first.txt"), (tmp_path / "second.txt")
+    videos = sorted(demo_inputs.glob("*.mp4"))
+    first.write_text(str(videos[0]))
+    second.write_text(str(videos[1]))
+    assert main(_run_args(first, output)) == 0
+    assert main(_run_args(second, output, "--set", "clips.max_clip_s=20", "--force")) == 0
+    built = json.loads((output / "corpus.json").read_text())["configurations"]
+    assert [c["pipeline"] for c in built] == ["ingest", "ingest"] and built[0]["config_hash"] != built[1]["config_hash"]
+    capsys.readouterr()
+    assert main(["status", str(output)]) == 0
+    assert capsys.readouterr().out.count("pipeline ingest, config") == 2
+
+
+def test_a_run_that_fails_at_setup_leaves_the_folder_unclaimed(demo_inputs, tmp_path, capsys):
+    """talking without SyncNet weights stops at setup; the corrected command then runs on that folder."""
+    output = tmp_path / "corpus"
+    one = tmp_path / "one.txt"
+    one.write_text(str(sorted(demo_inputs.glob("*.mp4"))[0]))
+    assert main(["run", "--pipeline", "talking", "--input", str(one), "--output", str(output), "--no-progress"]) != 0
+    assert "syncnet.model_path: not set" in capsys.readouterr().err
+    assert not (output / "corpus.json").exists()
+    assert main(_run_args(one, output)) == 0
+    assert json.loads((output / "corpus.json").read_text())["configurations"][0]["pipeline"] == "ingest"
+
+
+def test_an_empty_run_record_is_reported_not_fatal(demo_inputs, tmp_path, capsys):
+    """A 0-byte runs/<id>.json (disk full, or a kill while it was written before records were atomic)."""
+    output = tmp_path / "corpus"
+    one = tmp_path / "one.txt"
+    one.write_text(str(sorted(demo_inputs.glob("*.mp4"))[0]))
+    assert main(_run_args(one, output)) == 0
+    (output / "runs" / "20990101T000000-dead00.json").write_bytes(b"")
+    assert main(_run_args(one, output)) == 0
+    capsys.readouterr()
+    assert main(["status", str(output)]) == 0
+    assert "unreadable run records (left out): " in capsys.readouterr().out
+    assert not list((output / "runs").glob(".*.tmp"))  # records are renamed into place

@@ -2,6 +2,8 @@
 and the Ray executor runs actor stages with the same results as the local one."""
 from __future__ import annotations
 
+import types
+
 import pytest
 
 from curation.executors import LocalExecutor, RayExecutor
@@ -123,15 +125,78 @@ def test_ray_actor_segments_match_the_local_executor(demo_inputs):
     from conftest import REPO_ROOT
 
     pipeline = _pipeline(MeanLuma, WithSetup, FailsOnSecondClip)
-    local, distributed = [], []
     # the stages above live in this test module: Ray's workers must be able to import it
     ray.init(runtime_env={"env_vars": {"PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"}}, include_dashboard=False)
-    LocalExecutor().run(pipeline, _clips(demo_inputs), local.append)
+    local = LocalExecutor().run(pipeline, _clips(demo_inputs), SummarisingSink())
     try:
-        RayExecutor(workers=1).run(pipeline, _clips(demo_inputs), distributed.append)
+        distributed = RayExecutor(workers=1).run(pipeline, _clips(demo_inputs), SummarisingSink())
     finally:
         ray.shutdown()
-    summary = lambda items: sorted((i.key, i.scores.get("with_setup.doubled"), i.reject and i.reject.reason)
-                                   for i in items)
+    summary = lambda reports: sorted(row for report in reports for row in report)
     assert summary(local) == summary(distributed)
-    assert any(s[1] for s in summary(local))
+    assert any(row[1] for row in summary(local))
+
+
+class SummarisingSink:
+    """Stands in for the corpus writer: each write task returns a summary of the items it got."""
+
+    params = types.SimpleNamespace(max_samples_per_shard=1000)
+
+    def write(self, items, task):
+        return [(i.key, i.scores.get("with_setup.doubled"), i.reject and i.reject.reason) for i in items]
+
+
+class HoldsAGpuShare(Stage):
+    """Records what Ray reserved for the worker it runs in (tests may import Ray; stages may not),
+    and holds the item long enough that workers sharing a GPU overlap in time."""
+
+    name = "holds_a_gpu_share"
+
+    def setup(self):
+        import os
+
+        self.pid = os.getpid()
+
+    def process_item(self, item):
+        import time
+
+        import ray
+
+        started = time.time()
+        time.sleep(1.0)
+        self.record(item, {"resources": ray.get_runtime_context().get_assigned_resources(), "pid": self.pid,
+                           "span": [started, time.time()]})
+
+
+class RecordingSink(SummarisingSink):
+    def write(self, items, task):
+        return [item.meta.get("holds_a_gpu_share") for item in items if item.kept]
+
+
+@pytest.mark.slow
+def test_a_half_gpu_pool_runs_two_workers_per_gpu(demo_inputs):
+    """A node that declares one GPU; the pool's `gpus: 0.5` stands in for a GPU stage while the
+    stage itself computes on the CPU (no GPU here): Ray packs two of its workers onto the one GPU."""
+    import ray
+
+    from conftest import REPO_ROOT
+    from curation.pipeline import Pool
+
+    pipeline = _pipeline(HoldsAGpuShare)
+    pipeline.stages[-2].pool = Pool(min_workers=2, max_workers=2, gpus=0.5)
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False,  # CPUs left for the cutting and write tasks
+             runtime_env={"env_vars": {"PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"}})
+    try:
+        executor = RayExecutor()
+        plan = executor.plan(pipeline)
+        records = [r for report in executor.run(pipeline, _clips(demo_inputs) * 2, RecordingSink()) for r in report]
+    finally:
+        ray.shutdown()
+    assert "segment 2: holds_a_gpu_share (actors 2-2, 1 CPU + 0.5 GPU" in "\n".join(plan)
+    assert len(records) == 4 and all(r["resources"]["GPU"] == 0.5 for r in records)
+    spans = {}
+    for record in records:
+        spans.setdefault(record["pid"], []).append(record["span"])
+    assert len(spans) == 2  # two workers on the one GPU
+    first, second = (sorted(s) for s in spans.values())
+    assert any(a[0] < b[1] and b[0] < a[1] for a in first for b in second)  # at the same time

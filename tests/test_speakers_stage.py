@@ -11,37 +11,34 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.io import wavfile
 
 from clip_cutting import decode_frames_25fps, wav_16k_bytes
+from conftest import LIGHT_ASD_GOLDEN, REALDATA
 from curation.stage import Item
 from stages.models.face_tracking import crop_track, gray_centre_112
 from stages.speakers import Speakers, SpeakersParams
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REALDATA = SHARED / "realdata"
 CLIPS = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 TALKSET = REALDATA / "Light-ASD" / "weight" / "finetuning_TalkSet.model"
-GOLDEN = SHARED / "golden" / "light-asd"
 FPS = 25
 # The golden frames come from `ffmpeg -r 25`, whose frame k shows what PyAV's 25 fps frame k - 2
 # shows (our gray crops match the golden inputs.npz crops most closely at this lag, on both clips).
 GOLDEN_FRAME_LAG = 2
 
-needs_data = pytest.mark.skipif(not (REALDATA.is_dir() and GOLDEN.is_dir()),
-                                reason=f"real footage ({REALDATA}) or golden tracks ({GOLDEN}) not found")
+needs_data = pytest.mark.skipif(not (REALDATA.is_dir() and LIGHT_ASD_GOLDEN.is_dir()),
+                                reason=f"real footage ({REALDATA}) or golden tracks ({LIGHT_ASD_GOLDEN}) not found")
 
 
 def golden_clip(clip: str, n_frames: int = 150) -> tuple[Item, list[np.ndarray]]:
     """An item for the golden window of `clip` with the faces hand-off made from the golden boxes
     (track 0 = trackA, left; track 1 = trackB, right), and each track's RGB 224 crops."""
-    tracks = json.loads((GOLDEN / "tracks.json").read_text())
+    tracks = json.loads((LIGHT_ASD_GOLDEN / "tracks.json").read_text())
     first = tracks[f"{clip}_trackA"]["first_frame"]
     start = (first - GOLDEN_FRAME_LAG) / FPS
     path = CLIPS / f"{clip}.mp4"

@@ -2,18 +2,17 @@
 on real footage from ../shared/realdata, in short windows)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clip_cutting import cut_clip
+from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, Item
 from stages.subtitles import Subtitles, SubtitlesParams, substring_edit_distance
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage folder {REALDATA} is absent")
 

@@ -1,6 +1,7 @@
 """The DiT: shapes, reference tokens, mask predictor sharing, audio windows and gating, RoPE."""
 import os
 from collections import Counter
+from typing import get_args
 
 import pytest
 import torch
@@ -9,11 +10,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from training.activation_checkpointing import CheckpointPolicyName, apply_activation_checkpointing  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.dit import CHECKPOINT_POLICIES, AudioGate, InterActDiT  # noqa: E402
+from training.dit import AudioGate, InterActDiT  # noqa: E402
 from training.heads import AudioCrossAttention, MaskPredictor  # noqa: E402
 from training.rope import Rope3D, apply_rope, grid_positions  # noqa: E402
-from training.train import configure_blocks  # noqa: E402
 from training.testing import micro_config, single_torch_thread  # noqa: F401, E402
 
 CONFIG = micro_config().model
@@ -140,11 +141,13 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def gradients_and_backward_ops(policy: str | None):
-    """Gradients of one loss, and the ops the backward ran, under a checkpoint policy (None: no checkpointing)."""
+def gradients_and_backward_ops(policy: str | None, blocks: int | None = None):
+    """Gradients of one loss, and the ops the backward ran, under a checkpoint policy (None: no checkpointing)
+    of the first `blocks` blocks (None: all)."""
     inputs = make_inputs()
     model = model_with_live_audio().train()
-    configure_blocks(model, TrainConfig(grad_checkpointing=policy is not None, checkpoint_policy=policy or "block"))
+    apply_activation_checkpointing(model, TrainConfig(grad_checkpointing=policy is not None, checkpoint_policy=policy or "block",
+                                                      checkpoint_blocks=blocks))
     out = model(**inputs, gate=AudioGate("global"))
     with OpCounter() as backward_ops:
         (out.velocity.square().mean() + out.mask_logits.sigmoid().mean()).backward()
@@ -154,7 +157,7 @@ def gradients_and_backward_ops(policy: str | None):
 def test_checkpoint_policies_give_the_same_gradients_and_recompute_only_what_they_do_not_keep():
     reference, plain = gradients_and_backward_ops(None)
     attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
-    runs = {policy: gradients_and_backward_ops(policy) for policy in CHECKPOINT_POLICIES}
+    runs = {policy: gradients_and_backward_ops(policy) for policy in get_args(CheckpointPolicyName)}
     for policy, (grads, counts) in runs.items():
         torch.testing.assert_close(grads, reference, msg=policy)
         assert (counts[attention] > 0) == (policy == "block"), policy  # the forward attention runs again only there
@@ -167,6 +170,27 @@ def test_checkpoint_policies_give_the_same_gradients_and_recompute_only_what_the
     assert matmul_calls(plain) == kept["save_attention_and_matmuls"] < kept["save_attention_and_narrow_matmuls"] < kept["save_attention"]
 
 
+def test_checkpoint_blocks_checkpoints_only_the_first_blocks():
+    attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    reference, every = gradients_and_backward_ops("block")
+    grads, first = gradients_and_backward_ops("block", blocks=1)
+    torch.testing.assert_close(grads, reference)
+    assert 0 < first[attention] * CONFIG.num_layers == every[attention]  # each block runs the same attentions
+
+
+def test_checkpointing_keeps_state_dict_keys_and_inference():
+    plain, checkpointed = model_with_live_audio(), model_with_live_audio()
+    apply_activation_checkpointing(checkpointed, TrainConfig(checkpoint_policy="save_attention", checkpoint_blocks=2))
+    assert list(checkpointed.state_dict()) == list(plain.state_dict())
+    assert checkpointed.base_parameter_names() == plain.base_parameter_names()
+    checkpointed.load_state_dict(plain.state_dict(), strict=True)  # and back: checkpoints load either way
+    plain.load_state_dict(checkpointed.state_dict(), strict=True)
+    inputs = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(checkpointed(**inputs, gate=AudioGate("global")).velocity,
+                                   plain(**inputs, gate=AudioGate("global")).velocity)
+
+
 def test_unknown_checkpoint_policy_is_refused():
     with pytest.raises(ValueError, match="checkpoint_policy"):
-        configure_blocks(model_with_live_audio(), TrainConfig(checkpoint_policy="save_everything"))
+        apply_activation_checkpointing(model_with_live_audio(), TrainConfig(checkpoint_policy="save_everything"))

@@ -71,9 +71,7 @@ def save_tiny_qwen_vl(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -
     model_class = Qwen2_5_VLForConditionalGeneration if family == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
     torch.manual_seed(seed)
     model_class(config).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+    _save_qwen_vl_preprocessor_config(folder)
     return folder
 
 
@@ -86,4 +84,96 @@ def save_tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
     del text["rope_parameters"]
     torch.manual_seed(seed)
     Qwen2ForCausalLM(Qwen2Config(**text)).save_pretrained(folder)
+    return folder
+
+
+# Scripted replies: for a test that needs a model stage's answer to pass the checks after it (a caption
+# that names people, phrases that parse as JSON), which random weights never give. The architecture,
+# tokenizer, preprocessing and generate() are the real ones; only the embeddings and two output rows
+# are set so that greedy decoding answers any prompt with a fixed text.
+
+def save_scripted_tokenizer(folder: Path, reply: str):
+    """The tiny tokenizer plus `reply` as one added (non-special) token, so it decodes to `reply` exactly."""
+    from tokenizers import AddedToken
+
+    tokenizer = save_tiny_tokenizer(folder)
+    tokenizer.add_tokens([AddedToken(reply, normalized=False, special=False)])
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def script_greedy_reply(model, tokenizer, reply: str, scale: float = 100.0) -> None:
+    """Set a random causal LM so that greedy decoding answers any prompt with `reply` (one added token)
+    followed by the end of the turn: every token's embedding points along hidden dimension 1, the reply
+    token's along dimension 0, `scale` times larger than anything the random layers add to the residual
+    stream; the output head maps dimension 1 to the reply token and dimension 0 to the eos token."""
+    reply_id, eos_id = tokenizer.convert_tokens_to_ids(reply), tokenizer.eos_token_id
+    embeddings, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    if embeddings.data_ptr() == head.data_ptr():
+        raise ValueError("scripting needs untied input and output embeddings")
+    with torch.no_grad():
+        embeddings[:, :2] = 0.0
+        embeddings[:, 1] = scale
+        embeddings[reply_id] = 0.0
+        embeddings[reply_id, 0] = scale
+        head[reply_id] = 0.0
+        head[reply_id, 1] = 1.0
+        head[eos_id] = 0.0
+        head[eos_id, 0] = 1.0
+
+
+def save_scripted_qwen_vl(folder: Path, reply: str, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Like save_tiny_qwen_vl (random vision tower and layers), but it captions every video with `reply`."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    tokenizer = save_scripted_tokenizer(folder, reply)
+    model_class = Qwen2_5_VLForConditionalGeneration if family == "qwen2_5_vl" else Qwen2VLForConditionalGeneration
+    torch.manual_seed(seed)
+    model = model_class(tiny_qwen_vl_config(tokenizer, family))
+    script_greedy_reply(model, tokenizer, reply)
+    model.save_pretrained(folder)
+    _save_qwen_vl_preprocessor_config(folder)
+    return folder
+
+
+def save_scripted_causal_lm(folder: Path, reply: str, seed: int = 0) -> Path:
+    """Like save_tiny_causal_lm (random layers, ChatML template), but it answers every chat with `reply`."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = save_scripted_tokenizer(folder, reply)
+    text = _text_config(tokenizer)
+    del text["rope_parameters"]
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(Qwen2Config(**text))
+    script_greedy_reply(model, tokenizer, reply)
+    model.save_pretrained(folder)
+    return folder
+
+
+def _save_qwen_vl_preprocessor_config(folder: Path) -> None:
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+
+
+# preprocessor_config.json of openai/clip-vit-large-patch14 (the CLIP the LAION aesthetic head was
+# trained on), in the newer dict layout
+CLIP_L14_PREPROCESSOR = {
+    "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+    "feature_extractor_type": "CLIPFeatureExtractor", "rescale_factor": 1 / 255,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3, "size": {"shortest_edge": 224},
+}
+
+
+def save_tiny_clip_vision(folder: Path, seed: int = 0) -> Path:
+    """A random CLIP vision tower with projection, small but with ViT-L/14's 768-wide projection (the
+    LAION aesthetic head's input), and ViT-L/14's preprocessor config."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=224, patch_size=32, projection_dim=768)
+    torch.manual_seed(seed)
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(CLIP_L14_PREPROCESSOR))
     return folder

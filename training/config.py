@@ -1,20 +1,37 @@
 """Training configuration: one YAML file with the sections model, vae, text, audio, data, train, sample.
 
-Every section is a dataclass; unknown keys are errors so that a typo never silently falls back to a
-default. `--set section.key=value` overrides (values parsed as YAML) work on every CLI.
+Every section is a pydantic model. load_config checks the whole file before anything is built: an
+unknown key, a value of the wrong type or one outside a key's choices is an error naming the file and
+the section.key, so that a typo never silently falls back to a default. `--set section.key=value`
+overrides (values parsed as YAML) work on every CLI.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import reprlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from training.activation_checkpointing import CheckpointPolicyName
+from training.layers import ATTENTION_BACKENDS
+
+# How the sampler gates audio with masks: "cache" (Algorithm 1: the masks of the previous step),
+# "current" (the masks of the same forward pass), "global" (no gating).
+GateMode = Literal["cache", "current", "global"]
+GATE_MODES: tuple[GateMode, ...] = get_args(GateMode)
+ReferenceKind = Literal["face", "body", "clothing"]
 
 
-@dataclass
-class ModelConfig:
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are checked (numbers written as strings, such
+    as YAML 1.1's 1e-4, are read as numbers) and a made section does not change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
     """The DiT (Wan2.1 layout) plus the audio and mask-predictor additions."""
 
     dim: int = 1536
@@ -41,51 +58,47 @@ class ModelConfig:
         return list(range(self.num_layers)) if self.mask_layers is None else sorted(self.mask_layers)
 
 
-@dataclass
-class VAEConfig:
-    kind: str = "wan"  # "wan": Wan2.1 3D causal VAE; "patch": lossless pixel space-to-depth (tests, synthetic)
+class VAEConfig(Section):
+    kind: Literal["wan", "patch"] = "wan"  # "wan": Wan2.1 3D causal VAE; "patch": lossless pixel space-to-depth (tests, synthetic)
     checkpoint: str | None = None  # Wan2.1_VAE.pth (or .safetensors) for kind "wan"
     temporal_stride: int = 4
     spatial_stride: int = 8
     wan_base_dim: int = 96  # 96 is the released VAE; smaller only for tests
 
 
-@dataclass
-class TextConfig:
-    kind: str = "umt5"  # "umt5": HF UMT5EncoderModel + tokenizer folder; "zero": cached zero embedding
+class TextConfig(Section):
+    kind: Literal["umt5", "zero"] = "umt5"  # "umt5": HF UMT5EncoderModel + tokenizer folder; "zero": cached zero embedding
     checkpoint: str | None = None
 
 
-@dataclass
-class AudioConfig:
-    encoder: str = "wav2vec2"  # "wav2vec2" (local HF folder) or "logmel" (no weights; tests, synthetic)
+class AudioConfig(Section):
+    encoder: Literal["wav2vec2", "logmel"] = "wav2vec2"  # "wav2vec2" (local HF folder) or "logmel" (no weights; tests, synthetic)
     checkpoint: str | None = None
     n_mels: int = 32  # logmel only
     cache_dir: str | None = None  # per-sample feature cache; None keeps no cache
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     shards: str = ""  # a glob or brace pattern of .tar shards
     fps: float = 25.0
-    resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(480, 832), (832, 480), (624, 624)])
-    frame_counts: list[int] = field(default_factory=lambda: [81, 49, 33])
+    resolutions: list[tuple[int, int]] = [(480, 832), (832, 480), (624, 624)]
+    frame_counts: list[int] = [81, 49, 33]
     ref_size: tuple[int, int] = (256, 256)
-    ref_probs: dict[str, float] = field(default_factory=lambda: {"face": 0.7, "body": 0.15, "clothing": 0.15})
+    ref_probs: dict[ReferenceKind, float] = {"face": 0.7, "body": 0.15, "clothing": 0.15}
     batch_size: int = 1
     num_workers: int = 4
     shuffle_buffer: int = 256
 
-    def __post_init__(self):
-        kinds = {"face", "body", "clothing"}
-        if not self.ref_probs or set(self.ref_probs) - kinds or not all(
-                isinstance(p, (int, float)) and p >= 0 for p in self.ref_probs.values()) or not sum(self.ref_probs.values()):
-            raise ValueError(f"data.ref_probs must map some of {sorted(kinds)} to non-negative numbers with a positive "
-                             f"sum (YAML: {{face: 0.7, body: 0.3}}), got {self.ref_probs!r}")
+    @field_validator("ref_probs")
+    @classmethod
+    def _probabilities(cls, ref_probs: dict[str, float]) -> dict[str, float]:
+        if not all(p >= 0 for p in ref_probs.values()) or not sum(ref_probs.values()):
+            raise ValueError(f"must map some of {list(get_args(ReferenceKind))} to non-negative numbers with a positive sum "
+                             f"(YAML: {{face: 0.7, body: 0.3}})")
+        return ref_probs
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     out_dir: str = "runs/train"
     steps: int = 10000
     max_minutes: float | None = None  # also stop (and save) after this much training time
@@ -93,10 +106,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
-    grad_checkpointing: bool = True
-    checkpoint_blocks: int | None = None  # with grad_checkpointing: only the first this many blocks (null: all)
-    checkpoint_policy: str = "block"  # with grad_checkpointing: block (recompute all) or a selective policy of training.dit.CHECKPOINT_POLICIES
+    precision: Literal["bf16", "fp32"] = "bf16"  # "bf16": autocast on GPUs (a CPU trains in fp32)
+    grad_checkpointing: bool = True  # see training/activation_checkpointing.py
+    checkpoint_blocks: int | None = Field(None, ge=0)  # with grad_checkpointing: only the first this many blocks (null: all)
+    checkpoint_policy: CheckpointPolicyName = "block"  # with grad_checkpointing: what a checkpointed block keeps
     compile: bool = False
     activation_memory_budget: float | None = None  # with compile: share of activations torch.compile keeps (it recomputes the cheapest rest)
     attention_backend: str = "auto"  # scaled_dot_product_attention kernel: auto, cudnn, flash, efficient or math
@@ -111,52 +124,52 @@ class TrainConfig:
     cond_dropout: float = 0.1  # share of samples trained unconditionally (zero text, muted audio) for CFG
     train_base: bool = True  # False freezes the Wan2.1 weights and trains audio + mask modules only
 
+    @field_validator("attention_backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        if name != "auto" and name not in ATTENTION_BACKENDS:
+            raise ValueError(f"must be auto or one of {sorted(ATTENTION_BACKENDS)}")
+        return name
 
-@dataclass
-class SampleConfig:
+    @field_validator("activation_memory_budget")
+    @classmethod
+    def _budget_needs_compile(cls, budget: float | None, info: ValidationInfo) -> float | None:
+        if budget is not None and not info.data.get("compile"):
+            raise ValueError("needs train.compile: true")
+        return budget
+
+
+class SampleConfig(Section):
     steps: int = 50
     cfg_scale: float = 6.5
     shift: float = 5.0
     gate_start_step: int = 10  # mask gating is off before this step
-    gate_mode: str = "cache"  # "cache" (Algorithm 1), "current" (same-pass masks), "global" (no gating)
+    gate_mode: GateMode = "cache"
     window_frames: int = 21  # latent frames per window
     overlap_frames: int = 5  # latent frames of window w reused as the head of window w+1
 
 
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    vae: VAEConfig = VAEConfig()
+    text: TextConfig = TextConfig()
+    audio: AudioConfig = AudioConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
 
 
-def _build(cls, values: dict[str, Any]):
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value or {})
-        elif isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(value, str) and "float" in str(known[name].type):
-            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-        kwargs[name] = value
-    return cls(**kwargs)
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """The checked training config of a YAML file with `section.key=value` overrides."""
+    return validated(Config, read_yaml(path, overrides or []), str(path))
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `section.key=value` strings (value parsed as YAML) to a raw config dict."""
+def read_yaml(path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """A YAML file as a dict, with `section.key=value` overrides (each value parsed as YAML) applied."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
     for item in overrides:
-        path, _, value = item.partition("=")
-        *parents, leaf = path.split(".")
+        dotted, _, value = item.partition("=")
+        *parents, leaf = dotted.split(".")
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
@@ -164,14 +177,42 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    return config_from_dict(apply_overrides(raw, overrides or []))
+class ConfigError(ValueError):
+    """A config file that does not check out; the message names the file and every bad key."""
 
 
-def config_from_dict(raw: dict[str, Any]) -> Config:
-    return _build(Config, raw)
+def validated(model_class: type[BaseModel], raw: dict[str, Any], source: str):
+    """model_class made from raw, or ConfigError naming source and, per problem, the section.key."""
+    try:
+        return model_class.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: " + "\n  ".join(_problems(error, model_class))) from None
 
 
-def config_to_dict(config: Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def _problems(error: ValidationError, model_class: type[BaseModel]) -> list[str]:
+    unknown: dict[tuple, list[str]] = {}
+    problems = []
+    for item in error.errors():
+        *parent, name = item["loc"]
+        if item["type"] == "extra_forbidden":
+            unknown.setdefault(tuple(parent), []).append(_dotted((*parent, name)))
+            continue
+        got = "" if isinstance(item["input"], dict) else f" (got {reprlib.repr(item['input'])})"  # a section: too long
+        problems.append(f"{_dotted(item['loc'])}: {item['msg'].removeprefix('Value error, ')}{got}")
+    for parent, names in unknown.items():
+        known = ", ".join(_section_class(model_class, parent).model_fields)
+        if parent:
+            problems.insert(0, f"unknown keys {sorted(names)} (known in {_dotted(parent)}: {known})")
+        else:
+            problems.insert(0, f"unknown sections {sorted(names)} (known: {known})")
+    return problems
+
+
+def _section_class(model_class: type[BaseModel], path: tuple) -> type[BaseModel]:
+    for name in path:
+        model_class = model_class.model_fields[name].annotation
+    return model_class
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)

@@ -16,10 +16,13 @@ from typing import Iterable, Iterator
 
 import braceexpand
 import cv2
+import fsspec
 import numpy as np
 import torch
 import webdataset as wds
 
+from curation.index import SHARD_LIST
+from curation.storage import Storage, is_url, open_url
 from training.audio import SAMPLE_RATE, AudioFeaturizer, features_at_frames
 from training.config import DataConfig
 from training.geometry import TokenGeometry
@@ -278,10 +281,27 @@ def collate(examples: list[dict]) -> dict:
 
 
 def shard_urls(pattern: str) -> list[str]:
-    urls = [url for part in braceexpand.braceexpand(pattern) for url in sorted(glob.glob(part))]
+    """The shards named by `pattern`: a curated corpus folder (its committed shards, index/shards.txt),
+    or a glob/brace pattern of .tar files; local or an object-store URL (s3://...)."""
+    if Storage(pattern).exists(SHARD_LIST):
+        corpus = Storage(pattern)
+        return [corpus.url(name) for name in corpus.read_bytes(SHARD_LIST).decode().split()]
+    urls = [url for part in braceexpand.braceexpand(pattern) for url in _glob(part)]
     if not urls:
         raise FileNotFoundError(f"no shards match {pattern!r}")
     return urls
+
+
+def _glob(pattern: str) -> list[str]:
+    if not is_url(pattern):
+        return sorted(glob.glob(pattern))
+    fs, path = fsspec.core.url_to_fs(pattern)
+    return sorted(fs.unstrip_protocol(found) for found in fs.glob(path))
+
+
+# webdataset opens shard URLs by scheme; object stores go through fsspec with the usual credentials
+for _scheme in ("s3", "gs", "gcs", "az", "abfs"):
+    wds.gopen_schemes.setdefault(_scheme, lambda url, mode="rb", bufsize=8192, **kw: open_url(url, mode))
 
 
 def training_stream(config: DataConfig, geometry: TokenGeometry, featurizer: AudioFeaturizer, seed: int) -> wds.DataPipeline:

@@ -13,45 +13,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
+from typing import Literal, get_args
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from training.config import ModelConfig
 from training.heads import AudioCrossAttention, MaskPredictor
 from training.layers import FloatLayerNorm, RMSNorm, attention, merge_heads, split_heads
 from training.rope import Rope3D, apply_rope, grid_positions, sinusoidal_embedding
 
-GATE_MODES = ("masks", "global", "muted", "current")
-_aten = torch.ops.aten
-_ATTENTION_OPS = {_aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention.default,
-                  _aten._scaled_dot_product_efficient_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default}
-_MATMUL_OPS = {_aten.mm.default, _aten.addmm.default, _aten.bmm.default}  # (bias,) input, weight: the weight comes last
-
-
-def _keep(saved: bool) -> CheckpointPolicy:
-    return CheckpointPolicy.MUST_SAVE if saved else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def _save_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    return _keep(op in _ATTENTION_OPS)
-
-
-def _save_attention_and_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    return _keep(op in _ATTENTION_OPS or op in _MATMUL_OPS)
-
-
-def _save_attention_and_narrow_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    """Also recompute the matmuls that widen their input (the FFN's up-projection): their outputs are the
-    largest activations and among the cheapest matmuls to redo per byte."""
-    return _keep(op in _ATTENTION_OPS or (op in _MATMUL_OPS and args[-1].shape[-1] <= args[-2].shape[-1]))
-
-
-# Selective checkpointing: what a block's backward keeps of its forward; the rest is recomputed.
-CHECKPOINT_POLICIES = {"block": None, "save_attention": _save_attention, "save_attention_and_matmuls": _save_attention_and_matmuls,
-                       "save_attention_and_narrow_matmuls": _save_attention_and_narrow_matmuls}
+AudioGateMode = Literal["masks", "global", "muted", "current"]
 
 
 @dataclass
@@ -65,12 +37,12 @@ class AudioGate:
         blocks before the first mask predictor use global audio.
     """
 
-    mode: str
+    mode: AudioGateMode
     masks: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.mode not in GATE_MODES:
-            raise ValueError(f"gate mode {self.mode!r} is not one of {GATE_MODES}")
+        if self.mode not in get_args(AudioGateMode):
+            raise ValueError(f"audio gate mode {self.mode!r} is not one of {get_args(AudioGateMode)}")
         if (self.mode == "masks") != (self.masks is not None):
             raise ValueError("masks are given exactly for gate mode 'masks'")
 
@@ -146,15 +118,8 @@ class DiTBlock(nn.Module):
         self.mask_predictor = (
             MaskPredictor(dim, config.mask_dim, config.mask_heads, eps) if with_mask_predictor else None
         )
-        self.checkpoint_context = None  # see checkpoint_selectively
 
     def forward(self, x: torch.Tensor, ctx: BlockContext, gate: AudioGate) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # Inside forward, so that torch.compile of the block sees the policy and plans recompute with it.
-        if self.checkpoint_context is not None and self.training and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, ctx, gate, use_reentrant=False, context_fn=self.checkpoint_context)
-        return self._forward(x, ctx, gate)
-
-    def _forward(self, x: torch.Tensor, ctx: BlockContext, gate: AudioGate) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self._wan_block(x, ctx)
         video, refs = x[:, : ctx.num_video], x[:, ctx.num_video :]
         mask_logits = None
@@ -166,11 +131,6 @@ class DiTBlock(nn.Module):
                 gate = AudioGate("masks", (mask_logits.detach() > 0).to(video.dtype))
         video = video + self._audio(video, ctx, gate)
         return torch.cat([video, refs], dim=1), mask_logits
-
-    def checkpoint_selectively(self, policy) -> None:
-        """Checkpoint this block with a CHECKPOINT_POLICIES function: backward keeps the outputs of the
-        ops it saves and recomputes the rest of the forward (None: no selective checkpointing)."""
-        self.checkpoint_context = None if policy is None else partial(create_selective_checkpoint_contexts, policy)
 
     def _wan_block(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
         mod_video = (self.modulation + ctx.mod_video).chunk(6, dim=1)
@@ -230,8 +190,6 @@ class InterActDiT(nn.Module):
         self.audio_proj = nn.Sequential(nn.Linear(config.audio_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         self.rope = Rope3D(dim // config.num_heads)
         self.mask_rope = Rope3D(config.mask_dim // config.mask_heads)
-        self.grad_checkpointing = False
-        self.checkpoint_blocks: int | None = None  # with grad_checkpointing: the first this many blocks (None: all)
         self._init_weights()
 
     def _init_weights(self):
@@ -272,13 +230,8 @@ class InterActDiT(nn.Module):
         x = video_tokens if ref_tokens is None else torch.cat([video_tokens, ref_tokens.reshape(batch, -1, self.config.dim)], 1)
         ctx, time_embedding = self._context(timesteps, text, grid, ref_grid, num_refs, audio, audio_muted, video_tokens.shape[1])
         mask_logits = []
-        checkpointed = len(self.blocks) if self.checkpoint_blocks is None else self.checkpoint_blocks
-        for index, block in enumerate(self.blocks):
-            block_gate = self._block_gate(gate, block, mask_logits)
-            if self.grad_checkpointing and self.training and index < checkpointed:
-                x, logits = checkpoint(block, x, ctx, block_gate, use_reentrant=False)
-            else:
-                x, logits = block(x, ctx, block_gate)
+        for block in self.blocks:
+            x, logits = block(x, ctx, self._block_gate(gate, block, mask_logits))
             if logits is not None:
                 mask_logits.append(logits)
         video = self.head(x[:, : ctx.num_video], time_embedding)
@@ -291,8 +244,9 @@ class InterActDiT(nn.Module):
         return angles if self.config.mask_rope else torch.zeros_like(angles)
 
     @staticmethod
-    def _block_gate(gate: AudioGate, block: DiTBlock, mask_logits: list[torch.Tensor]) -> AudioGate:
-        """In "current" mode a block without its own predictor uses the latest mask of this pass."""
+    def _block_gate(gate: AudioGate, block: nn.Module, mask_logits: list[torch.Tensor]) -> AudioGate:
+        """In "current" mode a block without its own predictor uses the latest mask of this pass. (A
+        checkpointed block's wrapper hands on its DiTBlock's mask_predictor.)"""
         if gate.mode != "current" or block.mask_predictor is not None or not mask_logits:
             return gate
         return AudioGate("masks", (mask_logits[-1].detach() > 0).float())

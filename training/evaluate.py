@@ -11,7 +11,8 @@ the per-video values, the skipped metrics with their reasons, the test samples w
 video), REPORT/report.md (tables laid out like the paper's Tables 1 and 3) and REPORT/layout_iou.png
 (mask IoU over denoising steps). A metric whose model is not configured is listed as skipped with
 the reason, never reported as zero. The models come from the evaluation config (configs/eval.yaml):
-one section per metric family; relative paths are resolved against the config's folder.
+one section per metric family, checked when loaded as training configs are; relative paths are
+resolved against the config's folder.
 """
 from __future__ import annotations
 
@@ -23,12 +24,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+from pydantic import field_validator
 
-from training.config import apply_overrides
+from training.config import Section, read_yaml, validated
 from training.data import ClipSample, read_clips
 from training.evaluation import fvd, hands, identity, layout, sync, visual_quality
 from training.evaluation.common import GeneratedVideo, MetricUnavailable
+from training.evaluation.fvd import FvdSettings
+from training.evaluation.hands import HandSettings
+from training.evaluation.identity import IdentitySettings
+from training.evaluation.layout import LayoutSettings
+from training.evaluation.sync import IdentitySyncSettings, SyncSettings
+from training.evaluation.visual_quality import QualitySettings
 from training.media import decode_audio, decode_video
 
 log = logging.getLogger("training.evaluate")
@@ -52,27 +59,40 @@ SECTION_OF_KEY = {"sync_c": "sync", "sync_d": "sync", "clip_i": "identity", "din
                   "mixed_audio_sync": "identity_sync", "layout_iou": "layout"}
 
 
-def load_eval_config(path: str | Path, overrides: list[str]) -> dict:
-    raw = apply_overrides(yaml.safe_load(Path(path).read_text()) or {}, overrides)
-    unknown = set(raw) - set(BUILDERS) - {"device"}
-    if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)} (known: device, {', '.join(BUILDERS)})")
-    folder = Path(path).resolve().parent
-    for section in raw.values():
-        if isinstance(section, dict):
-            for key, value in section.items():
-                if key.endswith("_path") and isinstance(value, str) and not Path(value).is_absolute():
-                    section[key] = str((folder / value).resolve())
-    return raw
+class EvalConfig(Section):
+    """The evaluation config: the device, and one section per metric family (the keys of BUILDERS)."""
+
+    device: str = "cpu"
+    sync: SyncSettings = SyncSettings()
+    identity_sync: IdentitySyncSettings = IdentitySyncSettings()
+    identity: IdentitySettings = IdentitySettings()
+    fvd: FvdSettings = FvdSettings()
+    quality: QualitySettings = QualitySettings()
+    hands: HandSettings = HandSettings()
+    layout: LayoutSettings = LayoutSettings()
+
+    @field_validator(*BUILDERS, mode="before")
+    @classmethod
+    def _empty_section(cls, section):
+        return {} if section is None else section  # `layout:` with nothing under it
+
+    def with_paths_under(self, folder: Path) -> EvalConfig:
+        """This config with every section's relative model paths taken as relative to `folder`."""
+        return self.model_copy(update={name: getattr(self, name).with_paths_under(folder) for name in BUILDERS})
 
 
-def build_metrics(config: dict) -> tuple[dict, dict[str, str]]:
+def load_eval_config(path: str | Path, overrides: list[str]) -> EvalConfig:
+    """The checked evaluation config of a YAML file with `section.key=value` overrides."""
+    config = validated(EvalConfig, read_yaml(path, overrides), str(path))
+    return config.with_paths_under(Path(path).resolve().parent)
+
+
+def build_metrics(config: EvalConfig) -> tuple[dict, dict[str, str]]:
     """The metrics that can run, and a reason for every one (or every value) that cannot."""
-    device = config.get("device", "cpu")
     metrics, skipped = {}, {}
     for name, builder in BUILDERS.items():
         try:
-            metrics[name] = builder(dict(config.get(name) or {}), device)
+            metrics[name] = builder(getattr(config, name), config.device)
         except MetricUnavailable as reason:
             skipped[name] = str(reason)
             log.warning("skipping %s: %s", name, reason)
@@ -90,7 +110,7 @@ def load_generated(folder: Path, key: str) -> GeneratedVideo | None:
     return GeneratedVideo(key, frames, fps, decode_audio(data, 16000), trace)
 
 
-def evaluate(generated_dir: str, testset: str, config: dict, limit: int | None = None) -> dict:
+def evaluate(generated_dir: str, testset: str, config: EvalConfig, limit: int | None = None) -> dict:
     metrics, skipped = build_metrics(config)
     per_video, missing, errors = [], [], []
     started = time.monotonic()

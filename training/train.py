@@ -23,12 +23,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from training.activation_checkpointing import apply_activation_checkpointing
 from training.batch import ModelInputs, prepare_inputs
 from training.build import Companions, build_companions, build_model
 from training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
-from training.config import Config, TrainConfig, config_to_dict, load_config
+from training.config import Config, TrainConfig, load_config
 from training.data import training_stream
-from training.dit import CHECKPOINT_POLICIES, AudioGate, InterActDiT
+from training.dit import AudioGate, InterActDiT
 from training.layers import attention_backend
 from training.flow import TIMESTEP_SCALE, add_noise, sample_training_sigmas, velocity_target
 from training.losses import flow_matching_loss, mask_loss, token_validity
@@ -96,28 +97,16 @@ def tokens_per_sample(inputs: ModelInputs, patch_size) -> int:
     return inputs.num_video_tokens + ref_tokens
 
 
-def configure_blocks(model: InterActDiT, train: TrainConfig) -> None:
-    """Gradient checkpointing (all blocks or the first train.checkpoint_blocks; whole blocks or, with
-    train.checkpoint_policy, keeping the outputs of attention and matmuls) and torch.compile per block;
-    with train.activation_memory_budget, compile's partitioner keeps that share of each block's
-    activations and recomputes the cheapest rest (instead of checkpointing whole blocks)."""
-    if train.checkpoint_policy not in CHECKPOINT_POLICIES:
-        raise ValueError(f"train.checkpoint_policy must be one of {sorted(CHECKPOINT_POLICIES)}, got {train.checkpoint_policy!r}")
-    policy = CHECKPOINT_POLICIES[train.checkpoint_policy]
-    model.grad_checkpointing = train.grad_checkpointing and policy is None
-    model.checkpoint_blocks = train.checkpoint_blocks
-    checkpointed = len(model.blocks) if train.checkpoint_blocks is None else train.checkpoint_blocks
-    for block in model.blocks[:checkpointed]:
-        block.checkpoint_selectively(policy if train.grad_checkpointing else None)
+def compile_blocks(model: InterActDiT, train: TrainConfig) -> None:
+    """torch.compile per block, after activation checkpointing (so compile plans the recomputation with
+    the checkpoint policy) and before FSDP; with train.activation_memory_budget, compile's partitioner
+    keeps that share of each block's activations and recomputes the cheapest rest."""
     if train.activation_memory_budget is not None:
-        if not train.compile:
-            raise ValueError("train.activation_memory_budget needs train.compile: true")
         from torch._functorch import config as functorch_config
 
         functorch_config.activation_memory_budget = train.activation_memory_budget
-    if train.compile:
-        for block in model.blocks:
-            block.compile()
+    for block in model.blocks:
+        block.compile()
 
 
 class Trainer:
@@ -152,7 +141,9 @@ class Trainer:
             base = set(model.base_parameter_names())
             for name, param in model.named_parameters():
                 param.requires_grad_(name not in base)
-        configure_blocks(model, train)
+        apply_activation_checkpointing(model, train)
+        if train.compile:
+            compile_blocks(model, train)
         if self.uses_fsdp:
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -242,7 +233,8 @@ class Trainer:
         return tqdm(total=target, initial=self.step, desc="train", dynamic_ncols=True, disable=not (self.dist.is_main and sys.stdout.isatty()))
 
     def save(self) -> Path | None:
-        return save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.scheduler, {"config": config_to_dict(self.config)})
+        extra = {"config": self.config.model_dump(mode="json")}
+        return save_checkpoint(self.out_dir, self.step, self.model, self.optimizer, self.scheduler, extra)
 
     def _log(self, message: str) -> None:
         if self.dist.is_main:

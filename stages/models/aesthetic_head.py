@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from curation.stage import on_cuda
+
 EMBED_DIM = 768  # CLIP ViT-L/14 projection width, the head's input
 
 
@@ -127,7 +129,7 @@ class QAlignAestheticScorer:
     def __init__(self, folder: str | Path, device: str):
         from transformers import AutoModelForCausalLM
 
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        dtype = torch.float16 if on_cuda(device) else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=dtype).eval().to(device)
 
     @torch.no_grad()

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from scipy.signal import medfilt
 
+from stages.models.boxes import box_iou
+
 PAD_VALUE = 110  # Light-ASD pads the frame with this grey before cropping
 MEDIAN_KERNEL = 13  # frames; Light-ASD's smoothing of the crop centre and size
 
@@ -42,16 +44,6 @@ class _OpenTrack:
     frames: list[int]
     boxes: list[np.ndarray]
     scores: list[float]
-
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU of every box in [N, 4] with every box in [M, 4] (x1 y1 x2 y2), as [N, M]."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(boxes_a[:, 2:] - boxes_a[:, :2], axis=1)
-    area_b = np.prod(boxes_b[:, 2:] - boxes_b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def track_faces(boxes_per_frame: list[np.ndarray], scores_per_frame: list[np.ndarray],

@@ -1,4 +1,5 @@
-"""MoveNet single-person pose (TFLite, LiteRT interpreter) run top-down on person boxes.
+"""MoveNet single-person pose (TFLite, LiteRT interpreter) run top-down on person boxes: a PoseEstimator
+(stages/models/pose.py), the people stage's pose_backend "movenet".
 
 MoveNet Lightning takes one 192x192 RGB uint8 image and returns [1, 1, 17, 3]: COCO keypoints as
 (y, x, score) normalised to that image. It was trained on roughly square crops around one person, so
@@ -6,9 +7,15 @@ each person box is grown into a square (keeping the aspect ratio undistorted) be
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+
+if TYPE_CHECKING:
+    from curation.stage import WeightPath
+    from stages.people import PeopleParams
 
 N_KEYPOINTS = 17
 
@@ -22,6 +29,11 @@ class MoveNetPose:
         self.input_size = int(model_input["shape"][1])
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.box_expand = box_expand
+
+    @classmethod
+    def from_params(cls, params: PeopleParams, weights: WeightPath) -> MoveNetPose:
+        """The people stage's pose_backend "movenet": pose_model_path is a MoveNet .tflite file."""
+        return cls(weights("pose_model_path"), params.box_expand, params.num_threads)
 
     def estimate(self, image_rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Keypoints [N, 17, 3] (x, y in image pixels, score) for each xyxy box [N, 4]."""

@@ -1,15 +1,27 @@
-"""Text detection + recognition backends behind one call: RGB frame -> list of TextLine.
+"""Text detection + recognition: the contract of an OCR backend, RGB frame -> list of TextLine.
 
-RapidOCR (default) runs PaddleOCR's PP-OCRv4 detector and recogniser through ONNX Runtime from the
-models shipped in its wheel, so it works offline. PaddleOCR (3.x) is used where the package is
-installed and its detection/recognition model folders are given.
+A backend is any class with `__call__(rgb) -> list[TextLine]` (a `TextReader`, a `typing.Protocol`:
+nothing to inherit) and a `from_params` classmethod (an `OcrBackend`). The subtitles stage's registry
+`stages.subtitles.OCR_BACKENDS` maps each `ocr_backend` value to that `from_params`, and the
+parameter's allowed values are that registry's keys; so a new OCR engine is one new module in
+stages/models/ plus one line of that registry. The backends:
+
+- rapidocr (stages/models/ocr_rapidocr.py, the default) runs PaddleOCR's PP-OCRv4 detector and
+  recogniser through ONNX Runtime from the models shipped in its wheel, so it works offline;
+- paddleocr (stages/models/ocr_paddleocr.py) runs PaddleOCR 3.x where the package is installed, from
+  local detection and recognition model folders.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from curation.stage import WeightPath
+
+if TYPE_CHECKING:
+    from stages.subtitles import SubtitlesParams
 
 
 @dataclass(frozen=True)
@@ -21,38 +33,12 @@ class TextLine:
     score: float
 
 
-class RapidOcrBackend:
-    def __init__(self, threads: int):
-        from rapidocr_onnxruntime import RapidOCR
-
-        # limit_type "max": never upscale the frame for detection (the wheel's default scales the
-        # shorter side up to 736, which costs several times more on video frames and finds no more)
-        self._engine = RapidOCR(det_limit_type="max", det_limit_side_len=960, use_cls=False,
-                                intra_op_num_threads=threads, inter_op_num_threads=1)
-
+class TextReader(Protocol):
     def __call__(self, rgb: np.ndarray) -> list[TextLine]:
-        result, _ = self._engine(np.ascontiguousarray(rgb[..., ::-1]), use_cls=False)  # expects BGR
-        return [TextLine(np.asarray(quad, dtype=np.float32), text, float(score))
-                for quad, text, score in (result or [])]
+        """The text lines read in one RGB uint8 frame [H, W, 3]."""
 
 
-class PaddleOcrBackend:
-    def __init__(self, det_model_dir: str | None, rec_model_dir: str | None):
-        try:
-            from paddleocr import PaddleOCR
-        except ImportError as exc:
-            raise ValueError("ocr_backend 'paddleocr' needs the paddleocr package (3.x) installed; "
-                             "set ocr_backend to 'rapidocr' otherwise") from exc
-        for name, folder in (("paddle_det_model_dir", det_model_dir), ("paddle_rec_model_dir", rec_model_dir)):
-            if not folder or not Path(folder).is_dir():
-                raise ValueError(f"ocr_backend 'paddleocr' needs {name} set to a local model folder (got {folder!r})")
-        self._engine = PaddleOCR(text_detection_model_dir=det_model_dir, text_recognition_model_dir=rec_model_dir,
-                                 use_doc_orientation_classify=False, use_doc_unwarping=False,
-                                 use_textline_orientation=False)
-
-    def __call__(self, rgb: np.ndarray) -> list[TextLine]:
-        lines = []
-        for page in self._engine.predict(np.ascontiguousarray(rgb[..., ::-1])):
-            for quad, text, score in zip(page["rec_polys"], page["rec_texts"], page["rec_scores"]):
-                lines.append(TextLine(np.asarray(quad, dtype=np.float32), text, float(score)))
-        return lines
+class OcrBackend(Protocol):
+    def __call__(self, params: SubtitlesParams, weights: WeightPath) -> TextReader:
+        """Build the reader from the subtitles stage's params, reading weight paths through `weights`
+        (so that a missing model is reported against its parameter)."""

@@ -1,4 +1,5 @@
-"""RTMPose / DWPose top-down pose on ONNX Runtime, with rtmlib's pre- and post-processing.
+"""RTMPose / DWPose top-down pose on ONNX Runtime, with rtmlib's pre- and post-processing: a PoseEstimator
+(stages/models/pose.py), the people stage's pose_backend "rtmpose".
 
 Pre-processing: each xyxy box becomes a centre and a scale (its size x `padding`), widened or heightened
 to the model's aspect ratio, and that rectangle is warped to the input size; pixels are RGB (mmpose
@@ -10,10 +11,15 @@ of the two maxima. DWPose whole-body models give 133 keypoints; the first 17 are
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from curation.stage import WeightPath
+    from stages.people import PeopleParams
 
 N_BODY_KEYPOINTS = 17
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -45,6 +51,11 @@ class RTMPose:
             return simcc_x, simcc_y
 
         return cls(run_model, width, height, padding)
+
+    @classmethod
+    def from_params(cls, params: PeopleParams, weights: WeightPath) -> RTMPose:
+        """The people stage's pose_backend "rtmpose": pose_model_path is an RTMPose/DWPose .onnx file."""
+        return cls.from_onnx(weights("pose_model_path"), params.box_expand, params.num_threads)
 
     def estimate(self, image_rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """COCO body keypoints [N, 17, 3] (x, y in image pixels, score) for each xyxy box [N, 4]."""

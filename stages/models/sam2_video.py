@@ -25,7 +25,7 @@ from transformers import Sam2VideoModel
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
 from stages.models.image_preprocessing import Normalisation, sam2_pixels
-from stages.models.yolox import box_iou
+from stages.models.boxes import box_iou
 
 ABSENT_LOGIT = -20.0  # mask logit of an object on frames before it was found (sigmoid ~ 2e-9)
 BOX_LABELS = (2, 3)  # SAM's point labels of a box's top-left and bottom-right corners

@@ -1,4 +1,5 @@
-"""YOLOX person detector on ONNX Runtime (the Megvii YOLOX export: raw head output, decoded here).
+"""YOLOX person detector on ONNX Runtime (the Megvii YOLOX export: raw head output, decoded here), a
+PersonDetector (stages/models/pose.py).
 
 The exported graph takes `images` [1, 3, S, S] float, BGR 0-255 (no normalisation), letterboxed:
 resized by one ratio to fit S x S, placed top-left, padded with 114. It outputs [1, A, 5 + C] raw
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import onnxruntime as ort
+
+from stages.models.boxes import box_iou
 
 PERSON_CLASS = 0
 STRIDES = (8, 16, 32)
@@ -93,13 +96,3 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         keep.append(best)
         order = rest[box_iou(boxes[best][None], boxes[rest])[0] <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [len(a), len(b)] of xyxy boxes."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=-1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)

@@ -1,19 +1,22 @@
 """What every metric of the evaluator sees, and how it says it cannot run.
 
-A metric is built from its section of the evaluation config (configs/eval.yaml) by a function
-`build(section: dict, device: str) -> Metric`, which raises MetricUnavailable naming the parameter to set
-when its model is not configured or not found: the report then lists the metric as skipped with that
-reason, never as zero. A built metric scores one generated video at a time against its test sample
-(`score`, returning per-video values) and ends with corpus-level values (`summary`), e.g. means of the
-per-video values or a distribution distance such as FVD.
+A metric's section of the evaluation config (configs/eval.yaml) is a MetricSettings model, checked when
+the config is loaded. The metric is built from it by a function `build(settings, device: str) -> Metric`,
+which raises MetricUnavailable naming the parameter to set when its model is not configured or not
+found: the report then lists the metric as skipped with that reason, never as zero. A built metric
+scores one generated video at a time against its test sample (`score`, returning per-video values) and
+ends with corpus-level values (`summary`), e.g. means of the per-video values or a distribution
+distance such as FVD.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from training.config import Section
 from training.data import ClipSample
 
 
@@ -40,26 +43,25 @@ class Metric(Protocol):
         """Corpus-level values after every video was scored."""
 
 
-def require_path(section: dict, key: str, metric: str) -> str:
-    """The configured local path `key` of a metric's section, or MetricUnavailable naming it."""
-    from pathlib import Path
+class MetricSettings(Section):
+    """A metric's config section: its model paths (keys ending in _path; null: not configured) and
+    tunables; unknown keys, wrong types and values out of range are errors, as in training configs."""
 
-    value = section.get(key)
+    def with_paths_under(self, folder: Path) -> MetricSettings:
+        """These settings with relative model paths taken as relative to `folder`."""
+        relative = {key: str((folder / value).resolve()) for key, value in self if key.endswith("_path")
+                    and isinstance(value, str) and not Path(value).is_absolute()}
+        return self.model_copy(update=relative)
+
+
+def require_path(settings: MetricSettings, key: str, metric: str) -> str:
+    """The configured local path `key` of a metric's settings, or MetricUnavailable naming it."""
+    value = getattr(settings, key)
     if not value:
         raise MetricUnavailable(f"{metric}: set {key} (a local model path) in the evaluation config")
     if not Path(value).exists():
         raise MetricUnavailable(f"{metric}: {key}={value!r} does not exist")
     return str(value)
-
-
-def settings_from_section(cls, section: dict, path_keys, metric: str):
-    """A metric's settings dataclass from its config section: the model paths (path_keys) aside, every
-    key must be a field (unknown keys are errors, as in training configs)."""
-    known = {field.name for field in fields(cls)}
-    unknown = set(section) - known - set(path_keys)
-    if unknown:
-        raise ValueError(f"{metric}: unknown keys {sorted(unknown)}; known: {sorted(known | set(path_keys))}")
-    return cls(**{key: value for key, value in section.items() if key in known})
 
 
 def sample_frame_indices(n_frames: int, count: int) -> np.ndarray:

@@ -34,41 +34,29 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from training.data import ClipSample
-from training.evaluation.common import GeneratedVideo, require_path, settings_from_section
+from training.evaluation.common import GeneratedVideo, MetricSettings, require_path
 from training.evaluation.frechet import feature_statistics, frechet_distance
 from training.evaluation.i3d import INPUT_SIDE, MIN_FRAMES, VideoFeatureExtractor, load_i3d
 
 METRIC = "fvd"
-PATH_KEYS = ("i3d_path",)
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FvdSettings:
-    """The section's tunables (its model path aside); unknown keys are errors, as in training configs."""
+class FvdSettings(MetricSettings):
+    """The section's keys (see the module's docstring)."""
 
-    frames: int = 16
-    max_clips_per_video: int = 1
-    fps: float | None = None
-    batch_size: int = 8
-
-    @classmethod
-    def from_section(cls, section: dict) -> FvdSettings:
-        settings = settings_from_section(cls, section, PATH_KEYS, METRIC)
-        if settings.frames < MIN_FRAMES:
-            raise ValueError(f"{METRIC}: frames={settings.frames}, I3D needs at least {MIN_FRAMES}")
-        if settings.max_clips_per_video < 1 or settings.batch_size < 1:
-            raise ValueError(f"{METRIC}: max_clips_per_video and batch_size must be >= 1")
-        if settings.fps is not None and settings.fps <= 0:
-            raise ValueError(f"{METRIC}: fps must be > 0 or null")
-        return settings
+    i3d_path: str | None = None
+    frames: int = Field(16, ge=MIN_FRAMES)  # I3D needs at least MIN_FRAMES
+    max_clips_per_video: int = Field(1, ge=1)
+    fps: float | None = Field(None, gt=0)
+    batch_size: int = Field(8, ge=1)
 
 
 def frame_indices_at_rate(n_frames: int, source_fps: float, target_fps: float) -> np.ndarray:
@@ -149,8 +137,7 @@ def stacked(features: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(nonempty) if nonempty else np.zeros((0, 0))
 
 
-def build(section: dict, device: str) -> FvdMetric:
-    """The metric from its config section; MetricUnavailable naming i3d_path when it is unset or missing."""
-    settings = FvdSettings.from_section(section)
+def build(settings: FvdSettings, device: str) -> FvdMetric:
+    """The metric from its settings; MetricUnavailable naming i3d_path when it is unset or missing."""
     # A configured file that is not a usable I3D raises (ValueError): skipping would hide the misconfiguration.
-    return FvdMetric(settings, load_i3d(require_path(section, "i3d_path", METRIC), device), device)
+    return FvdMetric(settings, load_i3d(require_path(settings, "i3d_path", METRIC), device), device)

@@ -32,44 +32,37 @@ Runtime's CPU provider, `num_threads` threads each.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from pydantic import Field
 
 from stages.models.rtmpose import RTMPose, box_to_centre_scale, decode_simcc, normalise, warp_to_input
 from stages.models.yolox import YoloxPersonDetector
 from stages.people import PeopleParams, link_tracks
 from training.data import ClipSample
-from training.evaluation.common import GeneratedVideo, MeanOfScores, MetricUnavailable, require_path, settings_from_section
+from training.evaluation.common import GeneratedVideo, MeanOfScores, MetricSettings, MetricUnavailable, require_path
 
 METRIC = "hands"
-PATH_KEYS = ("wholebody_pose_path", "person_detector_path")
 N_WHOLEBODY_KEYPOINTS = 133
 HANDS = (slice(91, 112), slice(112, 133))  # left, right: 21 keypoints each, wrist first
 WRISTS = [9, 10]  # the body's left and right wrist, in the order of HANDS
 
 
-@dataclass(frozen=True)
-class HandSettings:
-    """The section's tunables (its model paths aside); unknown keys are errors, as in training configs."""
+class HandSettings(MetricSettings):
+    """The section's model paths and tunables."""
 
-    frame_stride: int = 1  # analyse every n-th frame; 1: all frames
+    wholebody_pose_path: str | None = None
+    person_detector_path: str | None = None
+    frame_stride: int = Field(1, ge=1)  # analyse every n-th frame; 1: all frames
     keypoint_threshold: float = 0.3  # a keypoint (or wrist) counts as visible at or above this score
-    min_frames: int = 3  # a hand keypoint enters HKV when confident in at least this many frames
+    # a hand keypoint enters HKV when confident in at least this many frames (one frame has variance 0
+    # whatever the motion: it would only pull HKV down)
+    min_frames: int = Field(3, ge=2)
     reference_height: float = 512.0  # HKV positions are pixels of the frame scaled to this height
     detector_score_threshold: float = 0.3  # minimum YOLOX person score, as in the people stage
     min_box_area_fraction: float = 0.03  # smaller person boxes (background people, false hits) are dropped
     min_presence: float = 0.3  # fraction of the analysed frames a track must be seen in to be a person
     box_expand: float = 1.25  # person box enlargement for the pose crop (RTMPose's padding)
     num_threads: int = 1
-
-    @classmethod
-    def from_section(cls, section: dict) -> HandSettings:
-        settings = settings_from_section(cls, section, PATH_KEYS, METRIC)
-        if settings.frame_stride < 1 or settings.min_frames < 2:
-            # one frame has variance 0 whatever the motion: it would only pull HKV down
-            raise ValueError(f"{METRIC}: frame_stride must be >= 1 and min_frames >= 2")
-        return settings
 
 
 class WholeBodyPose:
@@ -182,11 +175,10 @@ def hand_keypoint_variance(hands: np.ndarray, threshold: float, min_frames: int)
     return float(variance[enough].mean()) if enough.any() else float("nan")
 
 
-def build(section: dict, device: str) -> HandKeypointMetric:
-    """The metric from its config section; `device` is unused (ONNX Runtime on CPU)."""
-    pose_path = require_path(section, "wholebody_pose_path", METRIC)
-    detector_path = require_path(section, "person_detector_path", METRIC)
-    settings = HandSettings.from_section(section)
+def build(settings: HandSettings, device: str) -> HandKeypointMetric:
+    """The metric from its settings; `device` is unused (ONNX Runtime on CPU)."""
+    pose_path = require_path(settings, "wholebody_pose_path", METRIC)
+    detector_path = require_path(settings, "person_detector_path", METRIC)
     detector = YoloxPersonDetector(detector_path, settings.detector_score_threshold, num_threads=settings.num_threads)
     pose = WholeBodyPose.from_onnx(pose_path, settings.box_expand, settings.num_threads)
     return HandKeypointMetric(detector, pose, settings)

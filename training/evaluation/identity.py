@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -61,13 +60,12 @@ from stages.models.aesthetic_head import ClipPreprocess
 from stages.models.grounding import GroundingDino
 from stages.models.yunet import FaceDetections, YuNetOnnx, YuNetOpenCV, fixed_input_size
 from training.data import ClipSample
-from training.evaluation.common import (settings_from_section, GeneratedVideo, MeanOfScores, MetricUnavailable, require_path,
+from training.evaluation.common import (GeneratedVideo, MeanOfScores, MetricSettings, MetricUnavailable, require_path,
                                         sample_frame_indices)
 
 log = logging.getLogger(__name__)
 
 METRIC = "identity"
-PATH_KEYS = ("grounding_path", "clip_path", "dino_path", "arcface_path", "face_detector_path")
 # each value and the model paths it needs, its own model first (the first missing one is the reason)
 REQUIRED_PATHS = {
     "clip_i": ("clip_path", "grounding_path"),
@@ -87,19 +85,19 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
 ARCFACE_MEAN = ARCFACE_STD = 127.5
 
 
-@dataclass(frozen=True)
-class IdentitySettings:
-    """The section's tunables (its model paths aside); unknown keys are errors, as in training configs."""
+class IdentitySettings(MetricSettings):
+    """The section's model paths (see REQUIRED_PATHS for which value needs which) and tunables."""
 
+    grounding_path: str | None = None
+    clip_path: str | None = None
+    dino_path: str | None = None
+    arcface_path: str | None = None
+    face_detector_path: str | None = None
     frames: int = 5  # frames scored per video, spread evenly over it
     box_threshold: float = 0.35  # Grounding-DINO keeps person boxes scoring above this (the masks stage's)
     max_subjects: int = 10  # most person boxes per frame (the best), before non-maximum suppression
     min_subject_side: int = 16  # person boxes with a shorter side (px) are ignored: too small to embed
     face_score_threshold: float = 0.5  # YuNet keeps faces scoring at least this (its own default)
-
-    @classmethod
-    def from_section(cls, section: dict) -> IdentitySettings:
-        return settings_from_section(cls, section, PATH_KEYS, METRIC)
 
 
 # ---------------------------------------------------------------- embedders
@@ -385,33 +383,32 @@ class IdentityMetric:
         return self.means.means()
 
 
-def unavailable_reason(section: dict, name: str) -> str | None:
+def unavailable_reason(settings: IdentitySettings, name: str) -> str | None:
     """Why value `name` cannot run (its first missing model path), or None when it can."""
     try:
         for key in REQUIRED_PATHS[name]:
-            require_path(section, key, name)
+            require_path(settings, key, name)
     except MetricUnavailable as reason:
         return str(reason)
     return None
 
 
-def build(section: dict, device: str) -> IdentityMetric:
-    """The metric from its config section, with every value whose model paths are set; each model is
-    loaded once (CLIP serves clip_i and clip_t, Grounding-DINO clip_i and dino_i)."""
-    settings = IdentitySettings.from_section(section)
-    skipped = {name: reason for name in REQUIRED_PATHS if (reason := unavailable_reason(section, name))}
+def build(settings: IdentitySettings, device: str) -> IdentityMetric:
+    """The metric from its settings, with every value whose model paths are set; each model is loaded
+    once (CLIP serves clip_i and clip_t, Grounding-DINO clip_i and dino_i)."""
+    skipped = {name: reason for name in REQUIRED_PATHS if (reason := unavailable_reason(settings, name))}
     if len(skipped) == len(REQUIRED_PATHS):
         raise MetricUnavailable("; ".join(skipped.values()))
     runs = [name for name in REQUIRED_PATHS if name not in skipped]
-    clip = ClipEmbedder(section["clip_path"], device) if {"clip_i", "clip_t"} & set(runs) else None
+    clip = ClipEmbedder(settings.clip_path, device) if {"clip_i", "clip_t"} & set(runs) else None
     subject_embedders: dict[str, ImageEmbedder] = {}
     if "clip_i" in runs:
         subject_embedders["clip_i"] = clip
     if "dino_i" in runs:
-        subject_embedders["dino_i"] = DinoEmbedder(section["dino_path"], device)
-    subjects = SubjectFinder(section["grounding_path"], device, settings) if subject_embedders else None
+        subject_embedders["dino_i"] = DinoEmbedder(settings.dino_path, device)
+    subjects = SubjectFinder(settings.grounding_path, device, settings) if subject_embedders else None
     faces = None
     if "face_similarity" in runs:
-        faces = FaceSimilarity(yunet(section["face_detector_path"], settings.face_score_threshold),
-                               ArcFace(section["arcface_path"], device))
+        faces = FaceSimilarity(yunet(settings.face_detector_path, settings.face_score_threshold),
+                               ArcFace(settings.arcface_path, device))
     return IdentityMetric(settings, subjects, subject_embedders, faces, clip if "clip_t" in runs else None, skipped)

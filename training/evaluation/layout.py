@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from training.data import ClipSample
-from training.evaluation.common import GeneratedVideo
+from training.evaluation.common import GeneratedVideo, MetricSettings
 
 CONFIDENT = 0.5
 
@@ -96,5 +96,9 @@ def _iou(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> np.ndar
     return (intersection / np.maximum(union, 1)).mean(axis=-1)
 
 
-def build(section: dict, device: str) -> LayoutMetric:
+class LayoutSettings(MetricSettings):
+    """No keys: the layout needs only the sampler's mask traces."""
+
+
+def build(settings: LayoutSettings, device: str) -> LayoutMetric:
     return LayoutMetric()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -37,7 +37,19 @@ from stages.models.light_asd import load_light_asd, score_track
 from stages.models.syncnet import DEFAULT_VSHIFT, FRAMES_PER_WINDOW, distance_table, embed_track, load_syncnet, sync_score
 from stages.models.yunet import YuNetOnnx
 from training.data import ClipSample, identity_audio, speaking_samples
-from training.evaluation.common import GeneratedVideo, MeanOfScores, MetricUnavailable, require_path
+from training.evaluation.common import GeneratedVideo, MeanOfScores, MetricSettings, require_path
+
+
+class SyncSettings(MetricSettings):
+    syncnet_path: str | None = None
+    face_detector_path: str | None = None
+
+
+class IdentitySyncSettings(MetricSettings):
+    scorer: Literal["light_asd", "syncnet"] = "light_asd"  # each needs its own path below
+    light_asd_path: str | None = None
+    syncnet_path: str | None = None
+    face_detector_path: str | None = None
 
 FACE_SCORE = 0.6
 TRACK_IOU, TRACK_MAX_GAP, TRACK_MIN_FRAMES = 0.3, 10, 10  # the faces stage's defaults
@@ -263,17 +275,14 @@ class IdentitySyncMetric:
         return self.means.means()
 
 
-def build_sync(section: dict, device: str) -> SyncMetric:
-    path = require_path(section, "syncnet_path", "sync")
-    return SyncMetric(SyncNetScorer(path, device), face_locator(require_path(section, "face_detector_path", "sync")))
+def build_sync(settings: SyncSettings, device: str) -> SyncMetric:
+    path = require_path(settings, "syncnet_path", "sync")
+    return SyncMetric(SyncNetScorer(path, device), face_locator(require_path(settings, "face_detector_path", "sync")))
 
 
-def build_identity_sync(section: dict, device: str) -> IdentitySyncMetric:
-    scorer_name = section.get("scorer", "light_asd")
-    if scorer_name == "light_asd":
-        scorer: FrameScorer = LightAsdScorer(require_path(section, "light_asd_path", "identity_sync"), device)
-    elif scorer_name == "syncnet":
-        scorer = SyncNetScorer(require_path(section, "syncnet_path", "identity_sync"), device)
+def build_identity_sync(settings: IdentitySyncSettings, device: str) -> IdentitySyncMetric:
+    if settings.scorer == "light_asd":
+        scorer: FrameScorer = LightAsdScorer(require_path(settings, "light_asd_path", "identity_sync"), device)
     else:
-        raise MetricUnavailable(f"identity_sync: scorer must be light_asd or syncnet, got {scorer_name!r}")
-    return IdentitySyncMetric(scorer, face_locator(require_path(section, "face_detector_path", "identity_sync")))
+        scorer = SyncNetScorer(require_path(settings, "syncnet_path", "identity_sync"), device)
+    return IdentitySyncMetric(scorer, face_locator(require_path(settings, "face_detector_path", "identity_sync")))

@@ -15,8 +15,6 @@ A scorer whose paths are not set is skipped; `skipped` maps each one to the reas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 import torch
@@ -25,26 +23,23 @@ from PIL import Image
 from stages.models.aesthetic_head import LaionAestheticScorer, QAlignAestheticScorer
 from stages.quality import QualityParams, clip_quality
 from training.data import ClipSample
-from training.evaluation.common import (settings_from_section, GeneratedVideo, MeanOfScores, MetricUnavailable, require_path,
+from training.evaluation.common import (GeneratedVideo, MeanOfScores, MetricSettings, MetricUnavailable, require_path,
                                         sample_frame_indices)
 
 METRIC = "visual_quality"
-PATH_KEYS = ("clip_path", "aesthetic_head_path", "qalign_path")
 _STAGE_DEFAULTS = QualityParams()
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    """The section's tunables (its model paths aside); unknown keys are errors, as in training configs."""
+class QualitySettings(MetricSettings):
+    """The section's model paths (each optional, see the module's docstring) and tunables."""
 
+    clip_path: str | None = None
+    aesthetic_head_path: str | None = None
+    qalign_path: str | None = None
     frames: int = 8  # frames scored per video, spread evenly over it
     analysis_side: int = _STAGE_DEFAULTS.analysis_side
     clip_dark_luma: int = _STAGE_DEFAULTS.clip_dark_luma
     clip_bright_luma: int = _STAGE_DEFAULTS.clip_bright_luma
-
-    @classmethod
-    def from_section(cls, section: dict) -> QualitySettings:
-        return settings_from_section(cls, section, PATH_KEYS, METRIC)
 
 
 class QAlignScores:
@@ -102,18 +97,17 @@ def fit_longer_side(frame: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-def build(section: dict, device: str) -> VisualQualityMetric:
-    """The metric from its config section; always available, its model scores only where configured."""
-    settings = QualitySettings.from_section(section)
+def build(settings: QualitySettings, device: str) -> VisualQualityMetric:
+    """The metric from its settings; always available, its model scores only where configured."""
     skipped: dict[str, str] = {}
     laion = qalign = None
     try:
-        laion = LaionAestheticScorer(require_path(section, "clip_path", METRIC),
-                                     require_path(section, "aesthetic_head_path", METRIC), device)
+        laion = LaionAestheticScorer(require_path(settings, "clip_path", METRIC),
+                                     require_path(settings, "aesthetic_head_path", METRIC), device)
     except MetricUnavailable as reason:
         skipped["laion_aesthetic"] = str(reason)
     try:
-        qalign = QAlignScores(require_path(section, "qalign_path", METRIC), device)
+        qalign = QAlignScores(require_path(settings, "qalign_path", METRIC), device)
     except MetricUnavailable as reason:
         skipped["qalign"] = str(reason)
     return VisualQualityMetric(settings, laion, qalign, skipped)
