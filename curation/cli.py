@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check every commit against its files and member hashes")
     verify.add_argument("output")
     verify.add_argument("--json", action="store_true", help="one JSON object")
+    verify.add_argument("--repair", action="store_true", help="move what it finds to quarantine/ now, so the next "
+                                                              "run redoes those sources (a run's own recovery checks sizes only)")
     verify.set_defaults(handler=_verify)
 
     inspect = commands.add_parser("inspect", help="one sample: its metadata and a contact sheet PNG")
@@ -76,6 +78,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_output: str | No
                         help="local: in-process, sequential; ray: Ray Data, local or --ray-address")
     parser.add_argument("--workers", type=int, help="Ray: tasks/actors per segment (default: as many as fit)")
     parser.add_argument("--ray-address", help="connect to an existing Ray cluster (e.g. ray://head:10001 or auto)")
+    parser.add_argument("--chunk-sources", type=int, default=10_000,
+                        help="Ray: sources handed to one streaming execution (the driver holds one chunk at a time)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                         help="override a stage parameter (repeatable)")
     parser.add_argument("--force", action="store_true", help="add to a corpus built with another configuration")
@@ -87,7 +91,7 @@ def _run(args) -> int:
 
     pipeline = load_pipeline(args.pipeline, args.pipelines, args.overrides)
     options = RunOptions(args.input, args.output, args.executor, args.workers, args.ray_address, args.force,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, chunk_sources=args.chunk_sources)
     record = run_pipeline(pipeline, options)
     print(summary_text(record, args.output))
     return 0
@@ -109,11 +113,21 @@ def _status(args) -> int:
 
 
 def _verify(args) -> int:
-    """Read-only: the next run quarantines what this finds and redoes its sources. Exit 1 if anything."""
-    from curation.commit import inspect
+    """Read-only unless --repair: then what it finds goes to quarantine/ (under the output's lease)
+    and the next run redoes those sources. Exit 1 if anything was found."""
+    import secrets
+    import time
+
+    from curation.commit import inspect, quarantine
+    from curation.lease import Lease
     from curation.storage import Storage
 
-    found = inspect(Storage(args.output), deep=True)
+    storage = Storage(args.output)
+    found = inspect(storage, deep=True)
+    if args.repair and (found.problems or found.orphans):
+        repair_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-verify-" + secrets.token_hex(2)
+        with Lease(storage, repair_id):
+            quarantine(storage, inspect(storage, deep=True), repair_id)
     report = {"commits": len(found.commits), "samples": sum(len(c.members) for c in found.commits),
               "damaged": [{k: v for k, v in p.items() if k != "commit"} for p in found.problems],
               "uncommitted": found.orphans}
@@ -126,7 +140,9 @@ def _verify(args) -> int:
         for path in report["uncommitted"]:
             print(f"  uncommitted  {path}: no commit names it")
         print("  all commits stand" if not (found.problems or found.orphans) else
-              "  the next run moves these to quarantine/ and processes their sources again")
+              "  moved to quarantine/: the next run processes their sources again" if args.repair else
+              "  a run moves damaged and uncommitted files to quarantine/ (a changed byte needs --repair) "
+              "and processes their sources again")
     return 1 if found.problems or found.orphans else 0
 
 

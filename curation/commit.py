@@ -1,7 +1,8 @@
 """The commit protocol: many writers, one corpus, any of them killed at any instant
 (docs/commit-protocol.md has the invariants and why each step is there).
 
-A writer is one write task of one run, named `<run_id>-<task>`; its n-th commit is `<writer>-<n>`.
+A writer is one write task of one run, named `<run_id>-<task>` (the task names its chunk of sources
+and its index within it); its n-th commit is `<writer>-<n>`.
 One commit publishes, in this order:
 
 1. the shard `shards/<commit>-<attempt>.tar` (none for a rows-only commit), complete under its name;
@@ -62,8 +63,8 @@ class CommitWriter:
     """Publishes one writer's commits. `add_sample` streams a sample into the open shard; `commit`
     publishes the shard (if any) with the rows given, under the next commit name."""
 
-    def __init__(self, storage: Storage, writer: str, max_samples: int, max_bytes: int):
-        self.storage, self.writer = storage, writer
+    def __init__(self, storage: Storage, run_id: str, task: str, max_samples: int, max_bytes: int):
+        self.storage, self.run_id, self.writer = storage, run_id, f"{run_id}-{task}"
         self.max_samples, self.max_bytes = max_samples, max_bytes
         self.attempt = secrets.token_hex(3)  # a retried task's files never replace its earlier attempt's
         self.sequence = 0
@@ -100,7 +101,7 @@ class CommitWriter:
             data = parquet_bytes(rows)
             self.storage.write_atomic(path, data)
             files[path] = len(data)
-        commit = Commit(name, self.writer.rsplit("-", 1)[0], shard.name if shard else None,
+        commit = Commit(name, self.run_id, shard.name if shard else None,
                         shard.close() if shard else 0, shard.hashes if shard else {}, files)
         self.sequence += 1
         if not self.storage.write_atomic(f"{COMMITS}/{name}.json", commit.to_json(), exclusive=True):
@@ -162,10 +163,6 @@ class Inspection:
     commits: list[Commit] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)  # {path, reason, detail}
     orphans: list[str] = field(default_factory=list)  # published files no commit names
-
-    @property
-    def damaged(self) -> list[str]:
-        return [p["path"] for p in self.problems]
 
 
 def inspect(storage: Storage, deep: bool = False) -> Inspection:

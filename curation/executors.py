@@ -7,6 +7,7 @@ Kubernetes launcher is one more class here.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -46,7 +47,7 @@ class LocalExecutor:
     def run(self, pipeline: Pipeline, items: Iterable[Item], sink: CorpusSink) -> list[WriteReport]:
         segments = plan_segments(pipeline)
         runners = [SegmentRunner(segment) for segment in segments]
-        return [sink.write(self._processed(items, segments, runners), task=0)]
+        return [sink.write(self._processed(items, segments, runners), task="local")]
 
     def _processed(self, items: Iterable[Item], segments: list[Segment], runners: list[SegmentRunner]) -> Iterator[Item]:
         for item in items:
@@ -69,8 +70,10 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = True):
+    def __init__(self, workers: int | None = None, address: str | None = None, progress: bool = True,
+                 chunk_sources: int = 10_000):
         self.workers, self.address, self.progress = workers, address, progress
+        self.chunk_sources = chunk_sources
 
     def plan(self, pipeline: Pipeline) -> list[str]:
         import ray
@@ -90,19 +93,25 @@ class RayExecutor:
                         f"(or {params.max_bytes_per_shard / 1e9:g} GB)"]
 
     def run(self, pipeline: Pipeline, items: Iterable[Item], sink: CorpusSink) -> list[WriteReport]:
+        """The sources go to Ray in chunks of `chunk_sources`, so the driver never holds more of a
+        manifest of millions than one chunk; each chunk is one streaming execution."""
         import ray
 
         self._init(ray)
         ray.data.DataContext.get_current().enable_progress_bars = self.progress
-        blobs = [{"item": pickle.dumps(item)} for item in items]
-        if not blobs:
-            return []
-        dataset = ray.data.from_items(blobs, override_num_blocks=len(blobs))
+        reports = []
+        for number, chunk in enumerate(_batched(items, self.chunk_sources)):
+            reports += self._run_chunk(ray, pipeline, chunk, sink, f"c{number:04d}")
+        return reports
+
+    def _run_chunk(self, ray, pipeline: Pipeline, chunk: tuple[Item, ...], sink: CorpusSink, name: str) -> list[WriteReport]:
+        dataset = ray.data.from_items([{"item": pickle.dumps(item)} for item in chunk], override_num_blocks=len(chunk))
         total, node = ray.cluster_resources(), _largest_node(ray)
         for segment in plan_segments(pipeline):
             dataset = self._add_segment(dataset, segment, total, node)
-        datasink = _corpus_datasink(sink)
-        dataset.write_datasink(datasink, concurrency=self.workers)
+        datasink = _corpus_datasink(sink, name)
+        # writing is I/O and hashing: a quarter CPU per task keeps it from waiting behind the actor pools
+        dataset.write_datasink(datasink, ray_remote_args={"num_cpus": 0.25}, concurrency=self.workers)
         return datasink.reports
 
     def _init(self, ray) -> None:
@@ -135,6 +144,12 @@ class RayExecutor:
         if segment.needs_actor:
             return dataset.map_batches(_ActorSegment, fn_constructor_args=(segment,), concurrency=(low, high), **options)
         return dataset.map_batches(_task_segment, fn_args=(segment,), concurrency=high, **options)
+
+
+def _batched(items: Iterable[Item], size: int) -> Iterator[tuple[Item, ...]]:
+    iterator = iter(items)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _largest_node(ray) -> dict[str, float]:
@@ -171,7 +186,7 @@ def _run_pickled(runner: SegmentRunner, batch: dict) -> dict:
     return {"item": [pickle.dumps(item) for item in items]}
 
 
-def _corpus_datasink(sink: CorpusSink):
+def _corpus_datasink(sink: CorpusSink, chunk: str):
     """A Ray Datasink whose write tasks each run `CorpusSink.write` on the items they are given
     (about a shard's worth); their reports come back to the driver once the writes are done. Built
     here so that importing this module does not import Ray."""
@@ -188,7 +203,7 @@ def _corpus_datasink(sink: CorpusSink):
         def write(self, blocks, ctx) -> WriteReport:
             items = (pickle.loads(blob) for block in blocks for blob in _column(block, "item"))
             # a retried task has the same task index, hence the same commit names: one attempt wins
-            return sink.write(items, task=ctx.task_idx)
+            return sink.write(items, task=f"{chunk}t{ctx.task_idx:05d}")
 
         def on_write_complete(self, write_result) -> None:
             self.reports = list(write_result.write_returns)
@@ -201,9 +216,9 @@ def _column(block, name: str) -> list:
 
 
 def make_executor(name: str, workers: int | None = None, address: str | None = None, progress: bool = True,
-                  on_source_done=None) -> Executor:
+                  on_source_done=None, chunk_sources: int = 10_000) -> Executor:
     if name == "local":
         return LocalExecutor(on_source_done)
     if name == "ray":
-        return RayExecutor(workers, address, progress)
+        return RayExecutor(workers, address, progress, chunk_sources)
     raise ValueError(f"unknown executor {name!r}: use local or ray")

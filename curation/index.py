@@ -27,7 +27,7 @@ class CorpusState:
 
     committed_keys: dict[str, str] = field(default_factory=dict)  # key -> its source id
     done_sources: set[str] = field(default_factory=set)
-    known_hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    known_ids: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (path, size, mtime) -> source id
     quarantined: list[dict] = field(default_factory=list)
 
 
@@ -40,9 +40,9 @@ def recover(storage: Storage, run_id: str) -> CorpusState:
     if clips.num_rows:
         state.committed_keys = dict(zip(clips.column("key").to_pylist(), clips.column("source_id").to_pylist()))
     if sources.num_rows:
-        rows = sources.select(["path", "size_bytes", "mtime_ns", "sha256", "source_id", "status"]).to_pylist()
-        state.done_sources = {r["source_id"] for r in rows if r["status"] != "incomplete"}
-        state.known_hashes = {(r["path"], r["size_bytes"], r["mtime_ns"]): r["sha256"] for r in rows}
+        rows = sources.select(["path", "size_bytes", "mtime_ns", "source_id", "status"]).to_pylist()
+        state.done_sources = {r["source_id"] for r in rows if r["status"] not in ("incomplete", "duplicate")}
+        state.known_ids = {(r["path"], r["size_bytes"], r["mtime_ns"]): r["source_id"] for r in rows}
     return state
 
 
@@ -67,9 +67,12 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 def _sources_table(rows: pa.Table, clips: pa.Table) -> pa.Table:
     if not rows.num_rows:
         return rows
-    first = {}
+    first, duplicates = {}, {}
     for row in rows.to_pylist():  # each task that saw a source wrote its row: keep one
-        first.setdefault(row["source_id"], row)
+        if row["status"] == "duplicate":  # another path with a source's content: a row of its own
+            duplicates.setdefault((row["source_id"], row["path"]), row)
+        else:
+            first.setdefault(row["source_id"], row)
     counted, kept = {}, {}
     if clips.num_rows:
         for source_id, status in zip(clips.column("source_id").to_pylist(), clips.column("status").to_pylist()):
@@ -79,7 +82,7 @@ def _sources_table(rows: pa.Table, clips: pa.Table) -> pa.Table:
         row["n_kept"] = kept.get(source_id, 0)
         if row["status"] == "ok" and counted.get(source_id, 0) < row["n_clips"]:
             row["status"] = "incomplete"
-    return pa.Table.from_pylist(list(first.values()))
+    return pa.Table.from_pylist(list(first.values()) + list(duplicates.values()))
 
 
 def read_table(storage: Storage, kind: str) -> pa.Table:

@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import uuid
+from stat import S_ISDIR, S_ISREG
 from typing import IO, Iterator
 
 import fsspec
@@ -46,6 +47,36 @@ def open_url(url: str, mode: str = "rb", storage_options: dict | None = None) ->
         return open(url, mode)
     fs, path = fsspec.core.url_to_fs(url, **_options(storage_options))
     return fs.open(path, mode)
+
+
+def media_url(path: str, expires_s: int = 24 * 3600) -> str:
+    """Where ffmpeg and PyAV can read a source: a local path as it is; an object as a pre-signed
+    HTTP(S) URL (they read it with range requests, so an mp4 whose index is at its end still opens)."""
+    if not is_url(path):
+        return path
+    fs, key = fsspec.core.url_to_fs(path, **_options(None))
+    return fs.sign(key, expiration=expires_s)
+
+
+def file_info(path: str) -> tuple[str, int, int]:
+    """(type, size in bytes, modification time in ns) of a local path or an object ("file" or
+    "directory"; an object store's time is its last-modified time)."""
+    if not is_url(path):
+        stat = os.stat(path)
+        return ("file" if S_ISREG(stat.st_mode) else "directory" if S_ISDIR(stat.st_mode) else "other",
+                stat.st_size, stat.st_mtime_ns)
+    fs, key = fsspec.core.url_to_fs(path, **_options(None))
+    info = fs.info(key)
+    modified = info.get("LastModified") or info.get("mtime") or 0
+    seconds = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+    return info["type"], int(info.get("size") or 0), int(seconds * 1e9)
+
+
+def list_url(url: str, suffixes: set[str]) -> list[str]:
+    """Every object under the prefix `url` whose name ends with one of `suffixes`, as URLs, sorted."""
+    fs, key = fsspec.core.url_to_fs(url, **_options(None))
+    return sorted(fs.unstrip_protocol(found) for found in fs.find(key)
+                  if os.path.splitext(found)[1].lower() in suffixes)
 
 
 class Storage:

@@ -41,9 +41,10 @@ class CorpusSink:
         self.configuration = (pipeline.name, pipeline.config_hash())
         self.skip_keys = skip_keys
 
-    def write(self, items: Iterable[Item], task: int) -> WriteReport:
-        writer = _TaskWriter(self, CommitWriter(self.storage, f"{self.run_id}-{task:05d}",
-                                                self.params.max_samples_per_shard, self.params.max_bytes_per_shard))
+    def write(self, items: Iterable[Item], task: str) -> WriteReport:
+        """One write task. `task` names it uniquely within the run, and the same way when retried."""
+        writer = _TaskWriter(self, CommitWriter(self.storage, self.run_id, task, self.params.max_samples_per_shard,
+                                                self.params.max_bytes_per_shard))
         try:
             for item in items:
                 writer.add(item)
@@ -101,7 +102,7 @@ class SampleDocument:
     def json(self, item: Item) -> bytes:
         document = {
             "key": item.key,
-            "source": {"id": item.source_id, "path": item.source_path, "sha256": item.source_file["sha256"]},
+            "source": {"id": item.source_id, "path": item.source_path, "sha256": item.source_file.get("sha256")},
             "clip": None,
             "caption": None,
             "identities": [],

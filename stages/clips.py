@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ import av
 from pydantic import Field, model_validator
 
 from curation.stage import Item, Params, Resources, Stage
+from curation.storage import media_url
 
 AUDIO_RATE = 16000
 
@@ -68,9 +71,9 @@ class Clips(Stage):
 
     def _cut(self, clip: Item) -> None:
         probe = clip.meta["probe"]
-        with tempfile.TemporaryDirectory(prefix="clip-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="clip-", dir=_work_folder()) as workdir:
             mp4, wav = Path(workdir) / "clip.mp4", Path(workdir) / "clip.wav"
-            command = ffmpeg_cut_command(clip.source_path, clip.start, clip.end, probe, self.params, mp4,
+            command = ffmpeg_cut_command(media_url(clip.source_path), clip.start, clip.end, probe, self.params, mp4,
                                          wav if probe["has_audio"] else None)
             done = subprocess.run(command, capture_output=True, timeout=self.params.timeout_s)
             if done.returncode != 0 or not mp4.exists():
@@ -83,6 +86,28 @@ class Clips(Stage):
         self.record(clip, {"index": clip.clip_index, "start": clip.start, "end": clip.end,
                            "has_audio": "wav" in clip.members, **info},
                     duration=info["duration"], fps=info["fps"], n_frames=info["n_frames"])
+
+
+def _work_folder() -> Path:
+    """This process's folder for clips being cut. A worker killed mid-cut (kill -9, a lost node)
+    leaves its folder behind: the first cut of any later process removes those of dead processes."""
+    folder = Path(tempfile.gettempdir()) / f"curation-clips-{os.getpid()}"
+    if not folder.exists():
+        for stale in folder.parent.glob("curation-clips-*"):
+            if not _alive(int(stale.name.rsplit("-", 1)[1])):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder.mkdir()
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def split_shots(shots: list[list[float]], min_s: float, max_s: float) -> list[tuple[float, float, bool]]:

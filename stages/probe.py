@@ -1,12 +1,13 @@
 """probe: container and stream metadata; broken, empty, audio-only and too-short files are rejected."""
 from __future__ import annotations
 
-import os
 
 import av
 from pydantic import Field
 
+from curation.sources import file_sha256
 from curation.stage import Item, Params, Resources, Stage
+from curation.storage import media_url
 
 
 class ProbeParams(Params):
@@ -28,12 +29,13 @@ class Probe(Stage):
         return Resources(cpus=0.5, memory_gb=0.5)
 
     def process_item(self, item: Item) -> None:
-        if os.path.getsize(item.source_path) == 0:
+        if item.source_file.get("size_bytes") == 0:
             self.reject(item, "empty_file", "the file has zero bytes")
             return
         try:
-            meta = probe_video(item.source_path)
-        except (av.error.FFmpegError, OSError, ValueError) as err:
+            meta = probe_video(media_url(item.source_path))
+            item.source_file["sha256"] = file_sha256(item.source_path)  # the id reads only both ends
+        except (av.error.FFmpegError, OSError, ValueError, TimeoutError) as err:
             self.reject(item, "unreadable", f"{type(err).__name__}: {err}")
             return
         self.record(item, meta, **{k: meta[k] for k in ("duration", "fps", "width", "height", "has_audio")})

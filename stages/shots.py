@@ -8,6 +8,7 @@ Times come from each frame's presentation timestamp, not its count, so variable-
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Literal
 
 import cv2
@@ -19,6 +20,7 @@ from scenedetect.detectors import AdaptiveDetector, ContentDetector
 from scenedetect.scene_detector import SceneDetector
 
 from curation.stage import Item, Params, Resources, Stage
+from curation.storage import is_url, open_url
 
 logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # it logs every file at INFO
 
@@ -46,14 +48,16 @@ class Shots(Stage):
 
     def process_item(self, item: Item) -> None:
         params = self.params
-        video = _DownscaledStreamAv(item.source_path, params.max_side)
-        luma = _LumaRecorder()
-        manager = SceneManager()
-        manager.auto_downscale = False
-        manager.downscale = 1
-        manager.add_detector(_make_detector(params, video.frame_rate))
-        manager.add_detector(luma)
-        manager.detect_scenes(video=video)
+        # PySceneDetect opens a path or a file object: an object-store source is read through fsspec
+        with nullcontext(item.source_path) if not is_url(item.source_path) else open_url(item.source_path) as source:
+            video = _DownscaledStreamAv(source, params.max_side)
+            luma = _LumaRecorder()
+            manager = SceneManager()
+            manager.auto_downscale = False
+            manager.downscale = 1
+            manager.add_detector(_make_detector(params, video.frame_rate))
+            manager.add_detector(luma)
+            manager.detect_scenes(video=video)
         n_decoded = len(luma.values)
         probed = item.meta["probe"]["duration"]
         if n_decoded == 0:

@@ -433,3 +433,27 @@ if __name__ == "__main__":  # a smoke check: start, list the nodes, kill one, st
         print(cluster.nodes_info(["node_w2"], 60)["alive"])
         cid = cluster.id
     print("left behind:", tagged_pids(cid + ":"))
+
+
+def cluster_inputs(folder: Path, realdata: Path, cuts: list[tuple[str, float, float]]) -> Path:
+    """A list file of cuts (path under realdata, start s, length s) of real videos plus a generated
+    two-shot video: the input of the cluster tests and bench."""
+    videos = []
+    for relative, start, length in cuts:
+        target = folder / f"{Path(relative).stem}-{start}-{length}.mp4"
+        _ffmpeg("-ss", str(start), "-t", str(length), "-i", str(realdata / relative), "-c:v", "libx264",
+                "-preset", "ultrafast", "-crf", "23", "-c:a", "aac", "-fflags", "+bitexact", "-map_metadata", "-1",
+                str(target))
+        videos.append(target)
+    shots = folder / "two_shots.mp4"
+    _ffmpeg("-f", "lavfi", "-t", "5", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-t", "5",
+            "-i", "mandelbrot=size=320x240:rate=25", "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]", "-map", "[v]", "-c:v", "libx264",
+            "-preset", "ultrafast", "-fflags", "+bitexact", str(shots))
+    listing = folder / "inputs.txt"
+    listing.write_text("\n".join(map(str, [*videos, shots])) + "\n")
+    return listing
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)

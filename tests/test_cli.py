@@ -22,7 +22,7 @@ def demo_corpus(demo_inputs, tmp_path_factory):
 
 def test_every_input_form_names_the_same_sources(demo_inputs, tmp_path):
     videos = sorted(str(p) for p in demo_inputs.glob("*.mp4"))
-    assert list_inputs(demo_inputs) == videos
+    assert list(list_inputs(demo_inputs)) == videos  # streamed: a manifest of millions is never held whole
     (tmp_path / "list.txt").write_text("# demo videos\n" + "\n".join(videos) + "\n")
     with open(tmp_path / "manifest.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["path", "note"])
@@ -30,10 +30,10 @@ def test_every_input_form_names_the_same_sources(demo_inputs, tmp_path):
         writer.writerows({"path": v, "note": "x"} for v in videos)
     pq.write_table(pa.table({"path": videos}), tmp_path / "manifest.parquet")
     for form in ("list.txt", "manifest.csv", "manifest.parquet"):
-        assert list_inputs(tmp_path / form) == videos
+        assert list(list_inputs(tmp_path / form)) == videos
     pq.write_table(pa.table({"file": videos}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="no 'path' column"):
-        list_inputs(tmp_path / "bad.parquet")
+        list(list_inputs(tmp_path / "bad.parquet"))
 
 
 def test_status_counts_in_text_and_json(demo_corpus, capsys):

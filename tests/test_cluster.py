@@ -22,7 +22,7 @@ import pytest
 from conftest import REALDATA, REPO_ROOT, require_realdata
 from corpus_reading import member_hashes
 from curation.cli import main
-from ray_cluster import RayCluster
+from ray_cluster import RayCluster, cluster_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -38,33 +38,13 @@ AFTER_KILL_TIMEOUT_S = 180  # a run that has not ended by then is killed and run
 RAY_WORK_IDLE = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 
-def _ffmpeg(*args) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """Three short real clips and a generated two-shot video, as a list file."""
     require_realdata()
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
-    folder = tmp_path_factory.mktemp("cluster-inputs")
-    videos = []
-    for relative, start, length in CUTS:
-        target = folder / f"{Path(relative).stem}-{start}-{length}.mp4"
-        _ffmpeg("-ss", str(start), "-t", str(length), "-i", str(REALDATA / relative), "-c:v", "libx264",
-                "-preset", "ultrafast", "-crf", "23", "-c:a", "aac", "-fflags", "+bitexact", "-map_metadata", "-1",
-                str(target))
-        videos.append(target)
-    shots = folder / "two_shots.mp4"
-    _ffmpeg("-f", "lavfi", "-t", "5", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-t", "5",
-            "-i", "mandelbrot=size=320x240:rate=25", "-filter_complex",
-            "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]", "-map", "[v]", "-c:v", "libx264",
-            "-preset", "ultrafast", "-fflags", "+bitexact", str(shots))
-    videos.append(shots)
-    listing = folder / "inputs.txt"
-    listing.write_text("\n".join(map(str, videos)) + "\n")
-    return listing
+    return cluster_inputs(tmp_path_factory.mktemp("cluster-inputs"), REALDATA, CUTS)
 
 
 def _run_args(inputs: Path, output: Path, *extra: str) -> list[str]:

@@ -138,3 +138,18 @@ def test_a_commit_of_an_already_committed_key_loses(inputs, clean, tmp_path):
     _same_as_clean(output, clean)
     moved = _quarantined(output)
     assert len(moved) == 1 and moved[0].endswith("index/commits/99999999T999999-ffffff-00000-000.json")
+
+
+def test_ray_writes_in_the_workers_in_chunks_and_equals_the_local_corpus(inputs, clean, tmp_path):
+    """Six sources in chunks of two: three streaming executions, each with its own write tasks and
+    commit names; the driver never holds more than a chunk of the manifest."""
+    import ray
+
+    output = tmp_path / "out"
+    try:
+        assert main(_args(inputs["all"], output, "--executor", "ray", "--workers", "2", "--chunk-sources", "2")) == 0
+    finally:
+        ray.shutdown()
+    _same_as_clean(output, clean)
+    chunks = {marker.name.split("-")[2][:5] for marker in (output / "index" / "commits").glob("*.json")}
+    assert chunks == {"c0000", "c0001", "c0002"}

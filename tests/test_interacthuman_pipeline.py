@@ -31,6 +31,8 @@ from conftest import REALDATA, require_realdata
 from corpus_reading import member_hashes, shard_paths
 from curation.pipeline import load_pipeline
 from curation.run import RunOptions, run_pipeline
+from curation.sources import content_id
+from curation.stage import matches_any
 from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video
 from stages.models.syncnet import SyncNet
 from tiny_hf import save_scripted_causal_lm, save_scripted_qwen_vl, save_tiny_clip_vision
@@ -174,6 +176,9 @@ def test_every_promised_member_is_there(corpus):
         assert KEY.match(key), key
         unexpected = [name for name in members if not MEMBER.match(name)]
         assert not unexpected, f"{key}: members outside the sample format {unexpected}"
+        declared = {pattern for stage in corpus["pipeline"].stages for pattern in stage.cls.adds_members} | {"json"}
+        undeclared = [name for name in members if not matches_any(name, declared)]
+        assert not undeclared, f"{key}: members no stage declares in adds_members {undeclared}"
         assert {"mp4", "wav", "json", "masks.npz", "speak.npz", "pose.npz"} <= set(members), sorted(members)
         doc = json.loads(members["json"])
         n_id = len(doc["identities"])
@@ -214,7 +219,7 @@ def test_json_has_caption_identities_scores_stages_and_lineage(corpus):
         assert doc["key"] == key and doc["source"]["id"] == key.split("-")[0]
         source_bytes = open(doc["source"]["path"], "rb").read()
         assert doc["source"]["sha256"] == hashlib.sha256(source_bytes).hexdigest()
-        assert doc["source"]["id"] == doc["source"]["sha256"][:16]
+        assert doc["source"]["id"] == content_id(doc["source"]["path"], len(source_bytes))
         assert {"duration", "fps", "width", "height", "has_audio"} <= set(doc["source"]["probe"])
         clip = doc["clip"]
         assert {"index", "start", "end", "duration", "fps", "n_frames", "width", "height", "has_audio"} <= set(clip)

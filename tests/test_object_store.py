@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,21 @@ def test_kill_resume_and_incremental_run_on_an_object_store(inputs, s3_server, t
     assert main(["verify", url]) == 0
     clips = list(read_clips(url))  # the trainer's reader, straight from the store
     assert sorted(clip.key for clip in clips) == sorted(member_hashes(local))
+
+
+def test_inputs_read_from_an_object_store_give_the_same_clips(inputs, s3_server, tmp_path):
+    """Videos uploaded under a prefix, and a manifest there naming them by relative path: listed
+    with fsspec, identified by reading both ends, probed and cut by ffmpeg through pre-signed URLs."""
+    prefix = s3_server.fresh_url("raw")
+    store = Storage(prefix)
+    videos = [Path(line) for line in inputs["first"].read_text().splitlines()]
+    for video in videos:
+        store.write_atomic(f"videos/{video.name}", video.read_bytes())
+    store.write_atomic("manifest.csv", ("path\n" + "".join(f"videos/{v.name}\n" for v in videos)).encode())
+    from_prefix, from_manifest, local = tmp_path / "prefix", tmp_path / "manifest", tmp_path / "local"
+    assert main(_args(f"{prefix}/videos", from_prefix)) == 0
+    assert main(_args(f"{prefix}/manifest.csv", from_manifest)) == 0
+    assert main(_args(inputs["first"], local)) == 0
+    media = lambda output: {key: {m: h for m, h in members.items() if m != "json"}  # json names the path
+                            for key, members in member_hashes(output).items()}
+    assert media(from_prefix) == media(from_manifest) == media(local) and media(local)

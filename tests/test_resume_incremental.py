@@ -137,3 +137,46 @@ def test_an_empty_run_record_is_reported_not_fatal(demo_inputs, tmp_path, capsys
     assert main(["status", str(output)]) == 0
     assert "unreadable run records (left out): " in capsys.readouterr().out
     assert not list((output / "runs").glob(".*.tmp"))  # records are renamed into place
+
+
+def test_clips_left_half_cut_by_a_killed_worker_are_cleaned_up(demo_inputs, tmp_path):
+    import tempfile
+
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()  # its pid is now free: the folder is what a worker killed mid-cut leaves
+    stale = Path(tempfile.gettempdir()) / f"curation-clips-{dead.pid}"
+    (stale / "clip-x").mkdir(parents=True)
+    (stale / "clip-x" / "clip.mp4").write_bytes(b"half a clip")
+    one = tmp_path / "one.txt"
+    one.write_text(str(sorted(demo_inputs.glob("*.mp4"))[0]))
+    run = subprocess.run([sys.executable, "-m", "curation.cli", *_run_args(one, tmp_path / "out")], cwd=REPO_ROOT,
+                         capture_output=True, text=True)  # a fresh process: it sweeps when it first cuts
+    assert run.returncode == 0, run.stderr
+    assert not stale.exists()
+
+
+def test_sources_no_longer_in_the_input_are_reported(demo_inputs, tmp_path, capsys):
+    output, everything, fewer = tmp_path / "corpus", tmp_path / "all.txt", tmp_path / "fewer.txt"
+    videos = sorted(demo_inputs.glob("*.mp4"))
+    everything.write_text("\n".join(map(str, videos)))
+    fewer.write_text(str(videos[0]))
+    assert main(_run_args(everything, output)) == 0
+    capsys.readouterr()
+    assert main(_run_args(fewer, output)) == 0
+    assert "2 source(s) of the corpus are not in this input" in capsys.readouterr().out
+    latest = max((json.loads(p.read_text()) for p in (output / "runs").glob("*.json")), key=lambda r: r["started"])
+    assert latest["not_listed_paths"] == [str(v) for v in videos[1:]]
+
+
+def test_a_copy_of_a_source_is_indexed_as_a_duplicate_once(demo_inputs, tmp_path):
+    video = sorted(demo_inputs.glob("*.mp4"))[0]
+    copy = tmp_path / "copy of the first.mp4"
+    copy.write_bytes(video.read_bytes())
+    listing, output = tmp_path / "inputs.txt", tmp_path / "corpus"
+    listing.write_text(f"{video}\n{copy}\n")
+    for _ in range(2):  # a re-run reports it again but indexes it once
+        assert main(_run_args(listing, output)) == 0
+    rows = pq.read_table(output / "index" / "sources.parquet").to_pylist()
+    by_path = {row["path"]: row for row in rows}
+    assert len(rows) == 2 and by_path[str(copy)]["status"] == "duplicate"
+    assert by_path[str(copy)]["source_id"] == by_path[str(video)]["source_id"] and by_path[str(video)]["status"] == "ok"

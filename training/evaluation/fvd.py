@@ -79,6 +79,9 @@ def i3d_input(clip: np.ndarray) -> torch.Tensor:
     frames = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float()
     frames = F.interpolate(frames, size=(INPUT_SIDE, INPUT_SIDE), mode="bilinear", align_corners=False,
                            antialias=False)
+    # the bilinear weights' float32 rounding (it differs with the CPU kernel and thread count) can step
+    # an ulp past the input's range
+    frames = frames.clamp(0.0, 255.0)
     return (frames / 127.5 - 1.0).permute(1, 0, 2, 3)
 
 
