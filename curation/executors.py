@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from curation import reaper
 from curation.pipeline import REPO_ROOT, Pipeline
 from curation.runner import Segment, SegmentRunner, plan_segments
 from curation.stage import Item
@@ -122,6 +123,7 @@ class RayExecutor:
                            "excludes": [".venv/", ".git/", "out/", "**/__pycache__/", ".whl/", ".gl/"]}
         else:
             runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+            _watch_for_a_killed_driver()
         ray.init(address=self.address, runtime_env=runtime_env, include_dashboard=False,
                  logging_level=logging.WARNING, num_cpus=None if self.address else os.cpu_count())
 
@@ -144,6 +146,17 @@ class RayExecutor:
         if segment.needs_actor:
             return dataset.map_batches(_ActorSegment, fn_constructor_args=(segment,), concurrency=(low, high), **options)
         return dataset.map_batches(_task_segment, fn_args=(segment,), concurrency=high, **options)
+
+
+_watched = False
+
+
+def _watch_for_a_killed_driver() -> None:
+    """The Ray this process starts dies with it, agents included, even after a kill -9 (curation/reaper.py)."""
+    global _watched
+    if not _watched:
+        reaper.start(os.getpid())
+        _watched = True
 
 
 def _batched(items: Iterable[Item], size: int) -> Iterator[tuple[Item, ...]]:

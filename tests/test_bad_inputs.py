@@ -134,3 +134,25 @@ def test_hashing_gives_up_on_a_file_that_reads_too_slowly(tmp_path):
     slow.write_bytes(b"\0" * (3 << 20))  # three 1 MiB reads: the deadline is checked after each
     (found,) = identify([str(slow)], hash_timeout_s=0.0)
     assert found.reason == "hash_timeout"
+
+
+def test_a_full_disk_is_a_clear_message_and_the_same_command_resumes(bad_corpus, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from curation.storage import Storage
+
+    write = Storage.write_atomic
+
+    def disk_full(self, rel, data, exclusive=False):
+        if rel.startswith("index/commits/"):
+            raise OSError(errno.ENOSPC, "No space left on device", rel)
+        return write(self, rel, data, exclusive)
+
+    output = tmp_path / "out"
+    monkeypatch.setattr(Storage, "write_atomic", disk_full)
+    assert main(["run", "--input", str(bad_corpus), "--output", str(output), "--no-progress"]) == 2
+    assert "no space left on the device" in capsys.readouterr().err
+    monkeypatch.setattr(Storage, "write_atomic", write)  # space freed: the same command resumes
+    assert main(["run", "--input", str(bad_corpus), "--output", str(output), "--no-progress"]) == 0
+    kept = pq.read_table(output / "index/sources.parquet").column("n_kept").to_pylist()
+    assert sum(kept) == 2

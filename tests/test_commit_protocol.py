@@ -153,3 +153,30 @@ def test_ray_writes_in_the_workers_in_chunks_and_equals_the_local_corpus(inputs,
     _same_as_clean(output, clean)
     chunks = {marker.name.split("-")[2][:5] for marker in (output / "index" / "commits").glob("*.json")}
     assert chunks == {"c0000", "c0001", "c0002"}
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind(inputs, tmp_path):
+    """Ray's agents used to outlive a kill -9 of the driver by a minute (curation/reaper.py)."""
+    from curation.reaper import _descendants, _start_time
+
+    driver = subprocess.Popen([sys.executable, "-m", "curation.cli", *_args(inputs["all"], tmp_path / "out"),
+                               "--executor", "ray"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any("ray::" in _command(pid) for pid in _descendants(driver.pid)):
+        assert driver.poll() is None and time.time() < deadline, "Ray never started"
+        time.sleep(0.2)
+    ray_processes = {pid: _start_time(pid) for pid in _descendants(driver.pid)}
+    driver.kill()
+    driver.wait()
+    deadline = time.time() + 15
+    while any(_start_time(pid) == started for pid, started in ray_processes.items()) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [_command(pid) for pid, started in ray_processes.items() if _start_time(pid) == started]
+    assert not alive, f"still running 15 s after the driver was killed: {alive}"
+
+
+def _command(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
