@@ -163,6 +163,7 @@ class Inspection:
     commits: list[Commit] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)  # {path, reason, detail}
     orphans: list[str] = field(default_factory=list)  # published files no commit names
+    clip_rows: dict[str, pa.Table] = field(default_factory=dict)  # commit name -> its clip rows, read once
 
 
 def inspect(storage: Storage, deep: bool = False) -> Inspection:
@@ -174,9 +175,10 @@ def inspect(storage: Storage, deep: bool = False) -> Inspection:
         marker = f"{COMMITS}/{marker_name}"
         checked = _check_marker(storage, marker, committed_keys, deep)
         if isinstance(checked, tuple):
-            commit, keys = checked
+            commit, rows = checked
             found.commits.append(commit)
-            committed_keys.update(keys)
+            found.clip_rows[commit.name] = rows
+            committed_keys.update(commit.members, _keys(rows))
         else:
             found.problems.append({"path": marker, **checked})
     named = {path for commit in found.commits for path in commit.paths()}
@@ -187,8 +189,8 @@ def inspect(storage: Storage, deep: bool = False) -> Inspection:
 
 
 def _check_marker(storage: Storage, marker: str, committed_keys: set[str],
-                  deep: bool) -> tuple[Commit, set[str]] | dict:
-    """The commit and the keys of its rows, or the problem with it."""
+                  deep: bool) -> tuple[Commit, pa.Table] | dict:
+    """The commit and its clip rows, or the problem with it."""
     try:
         commit = Commit.from_json(storage.read_bytes(marker))
     except (ValueError, TypeError) as err:
@@ -199,8 +201,8 @@ def _check_marker(storage: Storage, marker: str, committed_keys: set[str],
         if actual != size:
             state = "missing" if actual is None else f"{actual} bytes, committed {size}"
             return {"reason": "damaged_file", "detail": f"{path}: {state}", "commit": commit}
-    keys = set(commit.members) | set(_row_keys(storage, commit))
-    twice = committed_keys & keys
+    rows = _clip_rows(storage, commit)
+    twice = committed_keys & (set(commit.members) | set(_keys(rows)))
     if twice:
         return {"reason": "committed_twice", "detail": f"{len(twice)} key(s) an earlier commit holds, "
                                                        f"e.g. {sorted(twice)[0]}", "commit": commit}
@@ -208,13 +210,16 @@ def _check_marker(storage: Storage, marker: str, committed_keys: set[str],
         mismatch = _hash_mismatch(storage, commit)
         if mismatch:
             return {"reason": "damaged_file", "detail": f"{commit.shard}: {mismatch}", "commit": commit}
-    return commit, keys
+    return commit, rows
 
 
-def _row_keys(storage: Storage, commit: Commit) -> list[str]:
+def _clip_rows(storage: Storage, commit: Commit) -> pa.Table:
     clips = next(path for path in commit.files if path.endswith(".clips.parquet"))
-    table = pq.read_table(io.BytesIO(storage.read_bytes(clips)))
-    return table.column("key").to_pylist() if "key" in table.column_names else []
+    return pq.read_table(io.BytesIO(storage.read_bytes(clips)))
+
+
+def _keys(rows: pa.Table) -> list[str]:
+    return rows.column("key").to_pylist() if "key" in rows.column_names else []
 
 
 def _hash_mismatch(storage: Storage, commit: Commit) -> str | None:

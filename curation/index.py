@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.commit import Commit, Inspection, inspect, parquet_bytes, quarantine
+from curation.commit import Inspection, inspect, parquet_bytes, quarantine
 from curation.storage import Storage
 
 CORPUS_FILE, RUNS = "corpus.json", "runs"
@@ -36,7 +36,7 @@ def recover(storage: Storage, run_id: str) -> CorpusState:
     what does not stand to quarantine/, and load the resume point from the commits that stand."""
     found = inspect(storage)
     state = CorpusState(quarantined=quarantine(storage, found, run_id))
-    clips, sources = committed_tables(storage, found.commits)
+    clips, sources = committed_tables(storage, found)
     if clips.num_rows:
         state.committed_keys = dict(zip(clips.column("key").to_pylist(), clips.column("source_id").to_pylist()))
     if sources.num_rows:
@@ -46,18 +46,14 @@ def recover(storage: Storage, run_id: str) -> CorpusState:
     return state
 
 
-def committed_tables(storage: Storage, commits: list[Commit]) -> tuple[pa.Table, pa.Table]:
-    """Clip rows and source rows of these commits. A source's clips may be committed by several
-    tasks: its row counts them, and it is "incomplete" until all of them are committed."""
-    parts = {kind: [] for kind in INDEX_TABLES}
-    for commit in commits:
-        for path in commit.files:
-            kind = path.rsplit(".", 2)[-2]
-            table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
-            if table.num_rows:
-                parts[kind].append(table)
-    clips = _concat(parts["clips"])
-    return clips, _sources_table(_concat(parts["sources"]), clips)
+def committed_tables(storage: Storage, found: Inspection) -> tuple[pa.Table, pa.Table]:
+    """Clip rows and source rows of the commits that stand (the clip rows as `inspect` read them).
+    A source's clips may be committed by several tasks: its row counts them, and it is
+    "incomplete" until all of them are committed."""
+    clips = _concat([rows for rows in found.clip_rows.values() if rows.num_rows])
+    sources = [pq.read_table(io.BytesIO(storage.read_bytes(path))) for commit in found.commits
+               for path in commit.files if path.endswith(".sources.parquet")]
+    return clips, _sources_table(_concat([table for table in sources if table.num_rows]), clips)
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -96,7 +92,7 @@ def read_table(storage: Storage, kind: str) -> pa.Table:
 def consolidate(storage: Storage) -> Inspection:
     """Rewrite the index tables and the shard list from the commits that stand."""
     found = inspect(storage)
-    clips, sources = committed_tables(storage, found.commits)
+    clips, sources = committed_tables(storage, found)
     for kind, table in (("clips", clips), ("sources", sources)):
         storage.write_atomic(INDEX_TABLES[kind], parquet_bytes(table.to_pylist()))
     shards = sorted(c.shard for c in found.commits if c.shard)

@@ -18,7 +18,7 @@ def corpus_status(output: str | Path, target_hours: float | None = DEFAULT_TARGE
     if not storage.exists(CORPUS_FILE) and not storage.list(COMMITS, ".json"):
         raise FileNotFoundError(f"{output}: not a corpus folder (no corpus.json, no commits)")
     found = inspect(storage)
-    clip_table, source_table = committed_tables(storage, found.commits)
+    clip_table, source_table = committed_tables(storage, found)
     clips, sources = clip_table.to_pylist(), source_table.to_pylist()
     kept = [c for c in clips if c["status"] == "kept"]
     rejects = Counter((c["reject_stage"], c["reject_reason"]) for c in clips if c["status"] == "rejected")
