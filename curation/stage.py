@@ -174,6 +174,7 @@ class Stage:
     reads_arrays: ClassVar[tuple[str, ...]] = ()
     video_member: ClassVar[str | None] = None  # the member later stages decode their frames from
     source_scores: ClassVar[bool] = False  # its scores describe the source: columns of sources.parquet too
+    source_columns: ClassVar[tuple[str, ...]] = ()  # its meta fields kept as JSON columns "<stage>.<field>" of sources.parquet
     analysis: ClassVar[dict[str, str]] = {}  # corpus-analysis dimension (paper E.2) -> this stage's score
 
     def __init__(self, params: Params):

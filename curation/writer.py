@@ -95,6 +95,7 @@ class SampleDocument:
         self.lineage = pipeline.lineage()
         self.stage_classes = [config.cls for config in pipeline.stages]
         self.source_score_prefixes = tuple(f"{cls.name}." for cls in self.stage_classes if cls.source_scores)
+        self.source_columns = [(cls.name, field) for cls in self.stage_classes for field in cls.source_columns]
 
     def members(self, item: Item) -> dict[str, Any]:
         return {"__key__": item.key, "json": self.json(item), **item.members}
@@ -142,6 +143,8 @@ def source_row(item: Item, sink: CorpusSink) -> dict[str, Any]:
         "reject_detail": source_reject.detail if source_reject else None,
         "n_clips": item.clips_in_source or 0, "run_id": sink.run_id,
         **{k: v for k, v in item.scores.items() if k.startswith(prefixes)},
+        **{f"{stage}.{field}": json.dumps(item.meta[stage][field]) for stage, field in sink.sample.source_columns
+           if field in item.meta.get(stage, {})},
     }
 
 

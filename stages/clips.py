@@ -1,5 +1,8 @@
 """clips: split shots into clips, cut and standardise each with ffmpeg, extract 16 kHz mono audio.
 
+Clips are cut by frame index (the shots stage's `shot_frames`), not by rounded times, so a clip holds
+exactly the frames of its shot.
+
 One source item becomes one item per candidate clip (too-short ones rejected with a reason), or
 stays one rejected source item when no shot yields a clip.
 """
@@ -11,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -55,25 +59,26 @@ class Clips(Stage):
         return Resources(cpus=self.params.encoder_threads, memory_gb=1)
 
     def process_item(self, source: Item) -> list[Item]:
-        segments = split_shots(source.meta["shots"]["shots"], self.params.min_clip_s, self.params.max_clip_s)
-        if not any(keep for _, _, keep in segments):
+        shots = source.meta["shots"]
+        segments = split_shots(shots["shots"], shots["shot_frames"], self.params.min_clip_s, self.params.max_clip_s)
+        if not any(segment.keep for segment in segments):
             self.reject(source, "no_clips", f"no shot of at least {self.params.min_clip_s} s")
             return [source]
         clips = []
-        for index, (start, end, keep) in enumerate(segments):
-            clip = _child(source, index, start, end, len(segments))
-            if keep:
-                self._cut(clip)
+        for index, segment in enumerate(segments):
+            clip = _child(source, index, segment.start, segment.end, len(segments))
+            if segment.keep:
+                self._cut(clip, segment)
             else:
-                self.reject(clip, "too_short", f"{end - start:.2f} s < {self.params.min_clip_s} s")
+                self.reject(clip, "too_short", f"{segment.end - segment.start:.2f} s < {self.params.min_clip_s} s")
             clips.append(clip)
         return clips
 
-    def _cut(self, clip: Item) -> None:
+    def _cut(self, clip: Item, segment: ClipSegment) -> None:
         probe = clip.meta["probe"]
         with tempfile.TemporaryDirectory(prefix="clip-", dir=_work_folder()) as workdir:
             mp4, wav = Path(workdir) / "clip.mp4", Path(workdir) / "clip.wav"
-            command = ffmpeg_cut_command(media_url(clip.source_path), clip.start, clip.end, probe, self.params, mp4,
+            command = ffmpeg_cut_command(media_url(clip.source_path), segment, probe, self.params, mp4,
                                          wav if probe["has_audio"] else None)
             done = subprocess.run(command, capture_output=True, timeout=self.params.timeout_s)
             if done.returncode != 0 or not mp4.exists():
@@ -84,6 +89,7 @@ class Clips(Stage):
                 clip.members["wav"] = wav.read_bytes()
             info = _clip_info(mp4)
         self.record(clip, {"index": clip.clip_index, "start": clip.start, "end": clip.end,
+                           "source_frames": [segment.first_frame, segment.end_frame],
                            "has_audio": "wav" in clip.members, **info},
                     duration=info["duration"], fps=info["fps"], n_frames=info["n_frames"])
 
@@ -110,40 +116,58 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def split_shots(shots: list[list[float]], min_s: float, max_s: float) -> list[tuple[float, float, bool]]:
-    """Candidate clips (start, end, keep): a shot is kept whole up to max_s, split into the fewest
-    equal parts no longer than max_s beyond it, and marked not kept when shorter than min_s."""
+@dataclass(frozen=True)
+class ClipSegment:
+    """A candidate clip: seconds from the source start, and the decoded source frames it holds
+    [first_frame, end_frame), which are what is cut."""
+
+    start: float
+    end: float
+    first_frame: int
+    end_frame: int
+    keep: bool
+
+
+def split_shots(shots: list[list[float]], shot_frames: list[list[int]], min_s: float, max_s: float) -> list[ClipSegment]:
+    """Candidate clips: a shot is kept whole up to max_s, split into the fewest parts of equal frame
+    counts no longer than max_s beyond it, and marked not kept when shorter than min_s."""
     segments = []
-    for start, end in shots:
+    for (start, end), (first, last) in zip(shots, shot_frames):
         length = end - start
         if length < min_s:
-            segments.append((start, end, False))
+            segments.append(ClipSegment(start, end, first, last, False))
             continue
         parts = max(1, math.ceil(length / max_s - 1e-9))
-        step = length / parts
-        segments += [(round(start + i * step, 4), round(start + (i + 1) * step, 4), True) for i in range(parts)]
+        bounds = [first + round(i * (last - first) / parts) for i in range(parts + 1)]
+        frame_s = length / (last - first)
+        segments += [ClipSegment(round(start + (a - first) * frame_s, 4), round(start + (b - first) * frame_s, 4), a, b, True)
+                     for a, b in zip(bounds, bounds[1:])]
     return segments
 
 
-def ffmpeg_cut_command(source: str, start: float, end: float, probe: dict, params: ClipsParams,
+def ffmpeg_cut_command(source: str, segment: ClipSegment, probe: dict, params: ClipsParams,
                        mp4: Path, wav: Path | None) -> list[str]:
     """One ffmpeg call, one decode: the standardised H.264 clip and, if there is audio, the wav.
-    Seeking a quarter frame early keeps the shot's first frame despite timestamp rounding."""
+    The clip is exactly the segment's frames: the seek lands a quarter frame before its first frame
+    (ffmpeg drops the frames decoded before that time) and `trim` passes on exactly its frame count,
+    so a clip never holds a frame of the next shot, whatever the timestamps' rounding."""
     fps = probe["fps"] or 25.0
-    seek = max(0.0, start - 0.25 / fps)
+    seek = max(0.0, segment.start - 0.25 / fps)
+    duration = segment.end - segment.start
     width, height = _even_size(probe["width"], probe["height"], params.max_side)
-    filters = [f"scale={width}:{height}:flags=area"] + ([f"fps={params.fps}"] if params.fps else [])
+    filters = [f"trim=end_frame={segment.end_frame - segment.first_frame}", "setpts=PTS-STARTPTS",
+               f"scale={width}:{height}:flags=area"] + ([f"fps={params.fps}"] if params.fps else [])
     bitexact = ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact"]
     command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-ss", f"{seek:.6f}", "-t", f"{end - start:.6f}", "-i", source,
-               "-map", "0:v:0", "-map", "0:a:0?", "-vf", ",".join(filters),
+               "-ss", f"{seek:.6f}", "-t", f"{duration + 1.0:.6f}", "-i", source,
+               "-map", "0:v:0", "-map", "0:a:0?", "-vf", ",".join(filters), "-t", f"{duration:.6f}",
                "-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
                "-threads", str(params.encoder_threads), "-c:a", "aac", "-b:a", "128k",
                "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-movflags", "+faststart",
                *bitexact, str(mp4)]
     if wav is not None:
-        command += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(AUDIO_RATE), "-c:a", "pcm_s16le",
-                    "-flags:a", "+bitexact", *bitexact, str(wav)]
+        command += ["-map", "0:a:0", "-vn", "-t", f"{duration:.6f}", "-ac", "1", "-ar", str(AUDIO_RATE),
+                    "-c:a", "pcm_s16le", "-flags:a", "+bitexact", *bitexact, str(wav)]
     return command
 
 

@@ -4,6 +4,9 @@ name the scene category the caption describes (for the corpus analysis).
 Reads the caption a caption stage left in `item.meta["caption"]["text"]` and keeps the clip when a
 keyword occurs as a whole word, case-insensitively ("Two women talk" matches "women"; "manager" does
 not match "man"). Without a caption it does nothing, and says so once per worker in the log.
+
+Words cannot tell drawn people from real ones ("a cartoon girl waves" matches "girl"): the
+`photographic` stage rejects animated, CG and cartoon footage, with or without a captioner.
 """
 from __future__ import annotations
 

@@ -6,9 +6,18 @@ MIT's (face tracks matched to person boxes). A face track belongs to the person 
 most of the time they are both seen; several face tracks may belong to one person (a track broken by
 an occlusion), none to two. Without a people stage, each face track is an identity of its own.
 
-Writes `speak.npz`: `score` float16 [N_id, T] over the clip's frames (the identity's Light-ASD score,
-> 0 leans to speaking; NaN where none of its face tracks is seen), and per identity in the json:
-face_tracks, speaking_segments (seconds from the clip start), mean_speaking_score.
+Identities do not depend on the people stage alone: a face track that no person owns (a close-up
+the person detector missed, a face whose body is out of frame) becomes an identity of its own, after
+the people's (so identity i < N_people is still person i of pose.npz and masks.npz), when it is seen
+for at least `min_face_only_seconds` and its median face box is at least `min_face_only_size` of the
+frame's shorter side (brief and tiny faces stay listed as unmatched_face_tracks). Each identity says
+where it comes from: source "people" or "face".
+
+Writes `speak.npz`: `score` float16 [N_id, T] over the clip's frames (the identity's raw Light-ASD
+logit, ungated: its speaking_segments are what the speakers stage's threshold and speech gate made of
+it; NaN where none of its face tracks is seen), and per identity in the json:
+face_tracks, speaking_segments (seconds from the clip start), mean_speaking_score, source. A face-only
+identity's mean_box is its face track's mean box, and its human_size and motion are null (no pose).
 """
 from __future__ import annotations
 
@@ -23,6 +32,9 @@ from stages.models.audio_features import VIDEO_FPS
 
 class IdentitiesParams(Params):
     min_containment: float = Field(0.5, ge=0, le=1, description="a face track joins a person when, averaged over the times both are seen, at least this fraction of the face box lies inside the person box")
+    face_only_identities: bool = Field(True, description="a face track no person owns becomes an identity of its own (after the people), so its speaking scores are kept; false: it is only listed in unmatched_face_tracks")
+    min_face_only_seconds: float = Field(1.0, ge=0, description="a face-only identity's track is seen for at least this many seconds (25 fps frames it spans, gaps bridged by the faces stage included)")
+    min_face_only_size: float = Field(0.1, ge=0, le=1, description="a face-only identity's median face box (its longer side) is at least this fraction of the frame's shorter side (tiny background faces stay unmatched)")
 
 
 class Identities(Stage):
@@ -50,13 +62,17 @@ class Identities(Stage):
         speaking = {t["id"]: t for t in (item.meta.get("speakers") or {}).get("tracks", [])}
         people = (item.meta.get("people") or {}).get("identities")
         if people is None:
-            identities = [{"id": i, "face_tracks": [t["id"]]} for i, t in enumerate(tracks)]
+            identities = [{"id": i, "face_tracks": [t["id"]], "source": "face"} for i, t in enumerate(tracks)]
         else:
             owner = assign_face_tracks_to_people(tracks, item.arrays.get("people.boxes"),
                                                  item.arrays.get("people.frames"), item.meta["clips"]["fps"],
                                                  self.params.min_containment)
-            identities = [dict(person, face_tracks=[t for t, p in owner.items() if p == person["id"]])
+            identities = [dict(person, face_tracks=[t for t, p in owner.items() if p == person["id"]], source="people")
                           for person in people]
+            if self.params.face_only_identities:
+                identities += [face_only_identity(len(identities) + k, track, item.meta["clips"])
+                               for k, track in enumerate(t for t in tracks if t["id"] not in owner
+                                                         and self._substantial(t, item.meta["clips"]))]
         n_frames = item.meta["clips"]["n_frames"]
         scores = np.full((len(identities), n_frames), np.nan, dtype=np.float32)
         for row, identity in enumerate(identities):
@@ -72,7 +88,29 @@ class Identities(Stage):
         unmatched = sorted(set(t["id"] for t in tracks) - {t for i in identities for t in i["face_tracks"]})
         self.record(item, {"identities": identities, "unmatched_face_tracks": unmatched},
                     n_identities=len(identities),
+                    n_face_only_identities=sum(1 for i in identities if i["source"] == "face"),
                     n_speaking_identities=sum(1 for i in identities if i["speaking_segments"]))
+
+    def _substantial(self, track: dict, clip: dict) -> bool:
+        """Whether an unowned face track is seen long enough and large enough to be an identity."""
+        frames, boxes = track["frames"], np.asarray(track["boxes"], dtype=np.float64).reshape(-1, 4)
+        if not frames:
+            return False
+        seconds = (frames[-1] - frames[0] + 1) / VIDEO_FPS
+        size = np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+        return (seconds >= self.params.min_face_only_seconds
+                and size >= self.params.min_face_only_size * min(clip["width"], clip["height"]))
+
+
+def face_only_identity(identity: int, track: dict, clip: dict) -> dict:
+    """An identity made of one face track no person owns: the people stage's fields where they can be
+    had from a face (mean box, presence over the clip's 25 fps frames), null where they need a pose."""
+    boxes = np.asarray(track["boxes"], dtype=np.float64).reshape(-1, 4)
+    n_frames_25 = max(1, round(clip["duration"] * VIDEO_FPS))
+    return {"id": identity, "human_size": None, "motion_amplitude": None, "motion_class": None,
+            "mean_box": [round(float(v), 1) for v in boxes.mean(axis=0)],
+            "presence": round(min(1.0, len(track["frames"]) / n_frames_25), 4),
+            "face_tracks": [track["id"]], "source": "face"}
 
 
 def assign_face_tracks_to_people(tracks: list[dict], person_boxes: np.ndarray | None,

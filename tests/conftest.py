@@ -15,6 +15,9 @@ REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 GOLDEN = REPO_ROOT.parent / "shared" / "golden"
 LIGHT_ASD_GOLDEN = GOLDEN / "light-asd"
 REALDATA_VIDEOS = sorted(REALDATA.rglob("*.mp4")) if REALDATA.exists() else []
+# Tests of runs, executors, storage and filters cut shots with PySceneDetect alone: TransNetV2 costs
+# ~22 ms a frame on one CPU core, and shot fidelity is tests/test_shots.py's subject.
+ADAPTIVE_SHOTS = "shots.detector=adaptive"
 
 
 def require_realdata() -> Path:

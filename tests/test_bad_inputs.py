@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import ADAPTIVE_SHOTS
 from corpus_reading import sample_jsons
 from curation.cli import main
 
@@ -48,7 +49,7 @@ def bad_corpus(tmp_path_factory):
 def test_bad_inputs_rejected_with_reasons_and_good_ones_written(bad_corpus, tmp_path):
     output = tmp_path / "out"
     assert main(["run", "--pipeline", "ingest", "--input", str(bad_corpus), "--output", str(output),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--set", ADAPTIVE_SHOTS]) == 0
     sources = {row["path"].split("/")[-1]: row for row in pq.read_table(output / "index/sources.parquet").to_pylist()}
     expected = {
         "truncated.mp4": ("probe", "unreadable"),
@@ -87,7 +88,8 @@ def test_variable_frame_rate_footage_is_cut_by_timestamps(tmp_path):
                              "-c:v", "libx264", "-c:a", "aac", "-shortest", str(folder / "vfr.mp4")], check=True)
     (folder / "scrap.mp4").write_bytes((folder / "vfr.mp4").read_bytes()[:100])
     output = tmp_path / "out"
-    assert main(["run", "--pipeline", "ingest", "--input", str(folder), "--output", str(output), "--no-progress"]) == 0
+    assert main(["run", "--pipeline", "ingest", "--input", str(folder), "--output", str(output), "--no-progress",
+                 "--set", ADAPTIVE_SHOTS]) == 0
     sources = {row["path"].split("/")[-1]: row for row in pq.read_table(output / "index/sources.parquet").to_pylist()}
     assert sources["vfr.mp4"]["status"] == "ok" and sources["vfr.mp4"]["n_kept"] == 1
     assert (sources["scrap.mp4"]["reject_stage"], sources["scrap.mp4"]["reject_reason"]) == ("probe", "unreadable")

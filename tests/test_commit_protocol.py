@@ -12,12 +12,12 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REALDATA, REPO_ROOT
+from conftest import ADAPTIVE_SHOTS, REALDATA, REPO_ROOT
 from corpus_reading import member_hashes
 from curation.cli import main
 
 pytestmark = pytest.mark.slow
-ONE_SAMPLE_SHARDS = ["--set", "write.max_samples_per_shard=1"]
+ONE_SAMPLE_SHARDS = ["--set", "write.max_samples_per_shard=1", "--set", ADAPTIVE_SHOTS]
 
 
 def _args(inputs, output, *extra):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from conftest import ADAPTIVE_SHOTS
 from curation.cli import main
 from curation.cost import corpus_cost, cost_text
 from curation.storage import Storage
@@ -17,7 +18,7 @@ from curation.storage import Storage
 def ingest_corpus(demo_inputs, tmp_path_factory):
     output = tmp_path_factory.mktemp("cost") / "out"
     assert main(["run", "--pipeline", "ingest", "--input", str(demo_inputs), "--output", str(output),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--set", ADAPTIVE_SHOTS]) == 0
     return output
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus_reading import member_hashes, sample_jsons, shard_paths
-from conftest import REALDATA_VIDEOS, require_realdata
+from conftest import ADAPTIVE_SHOTS, REALDATA_VIDEOS, require_realdata
 from curation.pipeline import load_pipeline
 from curation.run import RunOptions, run_pipeline
 from curation.runner import SegmentRunner, plan_segments
@@ -17,7 +17,7 @@ from curation.stage import Item
 from curation.status import corpus_status
 
 pytestmark = pytest.mark.slow
-FAST_CUTS = ["clips.preset=ultrafast"]  # encoding is not what these tests measure
+FAST_CUTS = ["clips.preset=ultrafast", ADAPTIVE_SHOTS]  # encoding and shot detection are not what these tests measure
 RAY_SUBSET = ("video2.mp4", "video4.mp4", "bedroom.mp4")
 
 
@@ -65,8 +65,8 @@ def test_people_counts_follow_the_footage(local_human):
     assert [r["people.n_people"] for r in analysed("video5.mp4")] == [1]
     walking = analysed("one-by-one-person-detection.mp4")
     assert len(walking) == 5 and all(r["people.max_people_per_frame"] <= 1 for r in walking)
-    cartoon = analysed("video1.mp4")
-    assert cartoon and all(r["status"] == "kept" or r["reject_reason"] in ("no_people", "subtitle_change")
+    cartoon = analysed("video1.mp4")  # drawn characters are not people: no cartoon clip is kept
+    assert cartoon and all(r["status"] == "rejected" and r["reject_reason"] in ("drawn", "no_people", "subtitle_change")
                            for r in cartoon)
     every = [r for rows in clips.values() for r in rows]
     assert not [r for r in every if r["reject_reason"] == "error"], "no stage may fail on real footage"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REALDATA, REPO_ROOT
+from conftest import ADAPTIVE_SHOTS, REALDATA, REPO_ROOT
 from corpus_reading import member_hashes
 from curation.cli import main
 from curation.commit import COMMITS
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def _args(inputs, output):
     return ["run", "--pipeline", "ingest", "--input", str(inputs), "--output", str(output), "--no-progress",
-            "--set", "write.max_samples_per_shard=1"]
+            "--set", "write.max_samples_per_shard=1", "--set", ADAPTIVE_SHOTS]
 
 
 def _store_member_hashes(url: str) -> dict[str, dict[str, str]]:

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpus_reading import member_hashes
-from conftest import REALDATA, REPO_ROOT
+from conftest import ADAPTIVE_SHOTS, REALDATA, REPO_ROOT
 from curation.cli import main
 
-ONE_SAMPLE_SHARDS = ["--set", "write.max_samples_per_shard=1"]
+ONE_SAMPLE_SHARDS = ["--set", "write.max_samples_per_shard=1", "--set", ADAPTIVE_SHOTS]
 
 
 def _run_args(inputs, output, *extra):

@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from conftest import ADAPTIVE_SHOTS
 from curation.executors import LocalExecutor, RayExecutor
 from curation.pipeline import Pipeline, StageConfig, load_pipeline
 from curation.runner import SegmentRunner, plan_segments
@@ -62,7 +63,7 @@ class WithSetup(Stage):
 
 
 def _pipeline(*extra: type[Stage]) -> Pipeline:
-    ingest = load_pipeline("ingest", overrides=["clips.max_clip_s=8"])
+    ingest = load_pipeline("ingest", overrides=["clips.max_clip_s=8", ADAPTIVE_SHOTS])
     added = [StageConfig(cls.name, cls, Params(), "test") for cls in extra]
     sink = StageConfig("write", Write, WriteParams(), "test")
     return Pipeline("test", ingest.stages[:-1] + added + [sink])
