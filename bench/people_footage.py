@@ -226,7 +226,7 @@ def photographic_footage(folder: Path) -> list[Footage]:
         Footage("mandelbrot", synthetic("mandelbrot=size=640x360:rate=25", 4, f / "mandelbrot.mp4"), True),
         Footage("life", synthetic("life=size=320x180:rate=25:mold=10:ratio=0.3:life_color=#E0E040:death_color=#203060",
                                   4, f / "life.mp4", "scale=640:360:flags=neighbor"), True),
-        Footage("gradients", synthetic("gradients=size=640x360:rate=25:speed=0.05", 4, f / "gradients.mp4"), True),
+        Footage("gradients", synthetic("gradients=size=640x360:rate=25:speed=0.05:seed=1", 4, f / "gradients.mp4"), True),
         Footage("drawbox animation", synthetic(
             "color=c=0x87CEEB:size=640x360:rate=25", 4, f / "drawbox.mp4",
             "drawbox=x='100+80*sin(t)':y=120:w=140:h=100:color=0xD04040:t=fill,"

@@ -106,10 +106,11 @@ def frame_statistics(image: np.ndarray, params: PhotographicParams) -> dict[str,
 
 
 def strip_bars(image: np.ndarray, tolerance: float) -> np.ndarray:
-    """The frame without uniform rows at the top and bottom and columns at the sides (bars)."""
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    top, bottom = _inner_span(gray.std(axis=1) <= tolerance)
-    left, right = _inner_span(gray.std(axis=0) <= tolerance)
+    """The frame without its bars: runs of uniform rows at the top and bottom and columns at the sides,
+    each run of one colour (a smooth gradient's rows may each be uniform, but they are not one colour)."""
+    pixels = image.astype(np.float32)
+    top, bottom = _inner_span(pixels, tolerance)
+    left, right = _inner_span(pixels.transpose(1, 0, 2), tolerance)
     return image[top:bottom, left:right]
 
 
@@ -150,11 +151,17 @@ def _blocks(channel: np.ndarray) -> np.ndarray:
             .transpose(0, 2, 1, 3).reshape(-1, BLOCK * BLOCK).astype(np.float32))
 
 
-def _inner_span(uniform: np.ndarray) -> tuple[int, int]:
-    """[start, end) without the uniform entries at both ends."""
-    start, end = 0, len(uniform)
-    while start < end and uniform[start]:
+def _inner_span(pixels: np.ndarray, tolerance: float) -> tuple[int, int]:
+    """[start, end) of the rows between the bars at both ends of `pixels` [rows, columns, channels]."""
+    means = pixels.mean(axis=1)
+    uniform = pixels.std(axis=1).max(axis=1) <= tolerance
+
+    def bar(row: int, edge: int) -> bool:
+        return bool(uniform[row]) and float(np.abs(means[row] - means[edge]).max()) <= tolerance
+
+    start, end = 0, len(means)
+    while start < end and bar(start, 0):
         start += 1
-    while end > start and uniform[end - 1]:
+    while end > start and bar(end - 1, -1):
         end -= 1
     return start, end

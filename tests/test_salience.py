@@ -194,6 +194,11 @@ def test_drawn_frames_and_photographs_on_constructed_images():
     letterboxed[60:300] = textured
     assert frame_statistics(letterboxed, params)["smooth_fill_share"] == stats["textured"]["smooth_fill_share"]
     assert frame_statistics(np.zeros((240, 320, 3), np.uint8), params) is None  # a black frame tells nothing
+    # a gradient in colour alone (every row of one luma): its rows are not bars, and it is measured
+    hue_gradient = np.stack([np.broadcast_to(np.linspace(40, 200, 240)[:, None], (240, 320)),
+                             np.full((240, 320), 120.0), np.broadcast_to(np.linspace(200, 40, 240)[:, None], (240, 320))],
+                            axis=2).astype(np.uint8)
+    assert frame_statistics(hue_gradient, params)["smooth_fill_share"] >= params.max_smooth_fill_share
 
 
 # ---------------------------------------------------------------- identities without a body box
