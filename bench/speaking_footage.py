@@ -48,7 +48,8 @@ REALDATA = REPO.parent / "shared" / "realdata"
 CLIPS = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 TALKSET = REALDATA / "Light-ASD" / "weight" / "finetuning_TalkSet.model"
 YUNET = REALDATA / "libfacedetection.train" / "onnx" / "yunet_n_dynamic.onnx"
-NEEDED = (CLIPS / "video5.mp4", TALKSET, YUNET)
+VOICE_OVER = REALDATA / "pyannote-audio" / "tutorials" / "assets" / "sample.wav"  # two other people talking
+NEEDED = (CLIPS / "video5.mp4", TALKSET, YUNET, VOICE_OVER)
 # the speakers stage before gating: evaluate_network's windows, threshold 0, no gate
 BEFORE = {"durations_s": EVALUATE_DURATIONS_S, "threshold": 0.0, "gate": "none"}
 
@@ -201,6 +202,14 @@ def footage_set(window: Window, vad: SileroVad, music: np.ndarray | None = None,
     return out
 
 
+def voice_over(window: Window) -> Footage:
+    """The window's talking face with other people's speech as its audio (pyannote's sample.wav):
+    speech is there, but the face on screen says none of it."""
+    samples = read_samples(VOICE_OVER.read_bytes())[:len(window.samples)]
+    return Footage(f"{window.name} with another voice (voice-over)", "voice-over", window, samples,
+                   np.zeros(window.seconds, bool))
+
+
 def real_music(n_samples: int) -> np.ndarray:
     """video2.mp4's soundtrack (instrumental music) from 1 s on, `n_samples` long."""
     return read_samples(wav_16k_bytes(CLIPS / "video2.mp4", 1.0, n_samples / SAMPLE_RATE))[:n_samples]
@@ -294,7 +303,8 @@ def speaking_accuracy_rows(num_threads: int = 1) -> list[dict]:
         return [{"footage": "skipped", "missing": [str(p) for p in missing]}]
     speech, ours, before = stages(num_threads)
     faces = faces_stage()
-    footage = footage_set(face_window("video5.mp4", 1.0, 10, faces), speech.vad, extra=True)
+    video5 = face_window("video5.mp4", 1.0, 10, faces)
+    footage = footage_set(video5, speech.vad, extra=True) + [voice_over(video5)]
     footage += footage_set(face_window("video4.mp4", 13.0, 9, faces), speech.vad)
     score(footage, speech, ours, before, variants=True)
     rows = []
