@@ -31,7 +31,7 @@ REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 CUTS = ["data-juicer/tests/ops/data/video2.mp4", "data-juicer/tests/ops/data/video4.mp4",
         "data-juicer/tests/ops/data/video3.mp4", "data-juicer/tests/ops/data/video5.mp4",
         "sam2/notebooks/videos/bedroom.mp4"]  # the first `--seconds` of each
-OVERRIDES = ["clips.preset=ultrafast"]
+OVERRIDES = ["encode.preset=ultrafast"]
 
 
 def drive(cluster: RayCluster, inputs: Path, output: Path, log: Path, *extra: str, must_succeed: bool = True) -> dict:

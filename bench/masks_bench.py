@@ -14,11 +14,16 @@ phase runs `--repeats` times after one warm-up and the fastest counts. On a GPU:
 
     .venv/bin/python bench/masks_bench.py [--detector-batch-size 8] [--tracker-batch-size 16] [--objects 2]
     .venv/bin/python bench/masks_bench.py --workers 1 2 3    # stage workers sharing one GPU
+    .venv/bin/python bench/masks_bench.py --workers 1 --clips-per-batch 2    # two clips per call
 
 `--workers` runs the masks stage in that many processes on one GPU at once, as Ray runs a pool of
-masks actors with `gpus: 1/N` each, and reports the frames/s of all of them together: SAM2's
-per-object, per-frame step is short kernels launched from Python, so one process leaves the GPU idle
-between them and a second process's kernels fill those gaps.
+masks actors with `gpus: 1/N` each: each worker is a SegmentRunner, which decodes the clips it is
+handed (`clips_per_batch` at a time) with the CPUs the stage reserves and then runs the stage on them.
+It reports the frames/s of all workers together. The decode keeps the GPU idle, and so does the
+Python between SAM2's steps (all objects of all the worker's clips in one batch, replayed from CUDA
+graphs; `--no-cuda-graphs` launches their kernels from Python), so a second process fills gaps that
+one leaves. `--no-detector-tf32 --no-cuda-graphs` is the stage before both (Grounding-DINO's float32
+matmuls in TF32, the tracking step in CUDA graphs).
 
 `--tiny` runs a CPU smoke test instead: miniature models, float32, the first second of the clip.
 """
@@ -39,6 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.frames import decode_frames  # noqa: E402
+from curation.pipeline import StageConfig  # noqa: E402
+from curation.runner import Segment, SegmentRunner  # noqa: E402
 from curation.stage import Item, on_cuda  # noqa: E402
 from stages.masks import Masks, MasksParams, mask_size  # noqa: E402
 from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video  # noqa: E402
@@ -99,20 +106,26 @@ def save_checkpoints(args, folder: Path) -> tuple[Path, Path]:
     return grounding, save_random_sam2_video(folder / "sam2", "test" if args.tiny else "large", object_score_bias=4.0)
 
 
-def build_stages(args, grounding: Path, sam2: Path) -> tuple[Masks, References]:
-    masks = Masks(MasksParams(
+def masks_params(args, grounding: Path, sam2: Path) -> MasksParams:
+    batching = {"clips_per_batch": args.clips_per_batch} if args.clips_per_batch else {}
+    return MasksParams(
         grounding_model_path=str(grounding), sam2_model_path=str(sam2), device=args.device,
-        tracker_dtype=args.dtype, detector_dtype=args.detector_dtype,
+        tracker_dtype=args.dtype, detector_dtype=args.detector_dtype, detector_tf32=args.detector_tf32,
+        tracker_cuda_graphs=args.cuda_graphs,
         box_threshold=0.0, max_detections=args.objects, max_objects=args.objects, track_fps=args.track_fps,
         key_frame_interval_s=args.key_frame_interval_s, detector_batch_size=args.detector_batch_size,
-        tracker_batch_size=args.tracker_batch_size, max_side=args.max_side, min_match_iou=0.0))
+        tracker_batch_size=args.tracker_batch_size, max_side=args.max_side, min_match_iou=0.0, **batching)
+
+
+def build_stages(args, grounding: Path, sam2: Path) -> tuple[Masks, References]:
+    masks = Masks(masks_params(args, grounding, sam2))
     masks.setup()
     return masks, References(ReferencesParams())
 
 
-def new_item(clip: dict, frames) -> Item:
+def new_item(clip: dict, frames=None, **fields) -> Item:
     return Item(source_id="bench", source_path=str(BEDROOM), key="bench-0000", clip_index=0, start=0.0,
-                end=clip["duration"], meta={"clips": dict(clip)}, frames=frames)
+                end=clip["duration"], meta={"clips": dict(clip)}, frames=frames, **fields)
 
 
 def main() -> None:
@@ -122,11 +135,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"), help="SAM2's dtype")
     parser.add_argument("--detector-dtype", default="float32", choices=("bfloat16", "float16", "float32"),
                         help="Grounding-DINO's dtype")
+    parser.add_argument("--no-detector-tf32", dest="detector_tf32", action="store_false",
+                        help="Grounding-DINO's float32 matmuls in full float32 (the stage's detector_tf32: false)")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="SAM2's tracking step launched from Python (the stage's tracker_cuda_graphs: false)")
     parser.add_argument("--grounding", default="base", choices=("tiny", "base"),
                         help="Grounding-DINO backbone: Swin-T or Swin-B")
     parser.add_argument("--detector-batch-size", type=int, default=8, help="key frames per Grounding-DINO call")
     parser.add_argument("--tracker-batch-size", type=int, default=16, help="frames per SAM2 image-encoder call")
     parser.add_argument("--objects", type=int, default=2, help="objects tracked (the detector's best boxes)")
+    parser.add_argument("--clips-per-batch", type=int, help="--workers: clips per call of a worker (default: the "
+                                                            "stage's clips_per_batch)")
     defaults = MasksParams.model_fields
     parser.add_argument("--track-fps", type=float, default=defaults["track_fps"].default, help="the stage's track_fps")
     parser.add_argument("--key-frame-interval-s", type=float, default=defaults["key_frame_interval_s"].default,
@@ -139,7 +158,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+",
                         help="instead of the phases: the stage in this many processes sharing the GPU (several counts "
                              "compare them side by side)")
-    parser.add_argument("--rounds", type=int, default=4, help="--workers: clips each worker processes after a warm-up")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="--workers: batches of clips each worker processes after a warm-up")
     args = parser.parse_args()
     if args.tiny:
         args.device, args.dtype, args.detector_dtype = "cpu", "float32", "float32"
@@ -219,8 +239,11 @@ def part_timings(masks: Masks, images: np.ndarray, clip: dict, args, synchronize
 
 
 def compare_worker_counts(args, checkpoints: tuple[Path, Path], data: bytes, clip: dict) -> None:
-    """Frames/s of the masks stage in 1..N processes at once on one GPU, each processing `rounds` clips."""
+    """Frames/s of the masks stage in 1..N processes at once on one GPU, each processing `rounds`
+    batches of the stage's clips_per_batch clips."""
     context = torch.multiprocessing.get_context("spawn")
+    clips_per_batch = Masks(masks_params(args, *checkpoints)).items_per_batch()
+    print(f"{clips_per_batch} clip(s) per batch")
     rates = {}
     for workers in args.workers:
         ready, start, done = context.Barrier(workers + 1), context.Event(), context.Queue()
@@ -235,7 +258,7 @@ def compare_worker_counts(args, checkpoints: tuple[Path, Path], data: bytes, cli
         seconds = time.perf_counter() - began
         for process in processes:
             process.join()
-        frames = workers * args.rounds * clip["n_frames"]
+        frames = workers * args.rounds * clips_per_batch * clip["n_frames"]
         rates[workers] = frames / seconds
         print(f"{workers} worker(s): {frames} frames in {seconds:.2f} s = {rates[workers]:.1f} frames/s "
               f"({rates[workers] / rates[args.workers[0]]:.2f}x {args.workers[0]} worker(s)); peak GPU memory per "
@@ -243,15 +266,18 @@ def compare_worker_counts(args, checkpoints: tuple[Path, Path], data: bytes, cli
 
 
 def stage_worker(args, checkpoints, data: bytes, clip: dict, ready, start, done) -> None:
-    masks, _ = build_stages(args, *checkpoints)
-    frames = decode_frames(data, masks.frame_specs())
-    warm_up = new_item(clip, frames)
-    masks.process([warm_up])
+    """A masks actor: decodes each batch of clips and runs the stage on it, as a Ray worker does."""
+    segment = Segment([StageConfig("masks", Masks, masks_params(args, *checkpoints), "bench")], video_member="mp4")
+    runner = SegmentRunner(segment)
+
+    def clips() -> list[Item]:
+        return [new_item(clip, members={"mp4": data}) for _ in range(segment.items_per_batch)]
+
+    runner(clips())  # warm-up
     ready.wait()
     start.wait()
     for _ in range(args.rounds):
-        item = new_item(clip, decode_frames(data, masks.frame_specs()))
-        masks.process([item])
+        item = runner(clips())[-1]
     memory = 0.0
     if on_cuda(args.device):
         torch.cuda.synchronize()

@@ -1,14 +1,25 @@
-"""A pipeline vs one plain decode vs PySceneDetect's own CLI, on the same footage, in one run.
+"""Pipelines against their floor, side by side in one run, on the same footage.
 
-    .venv/bin/python bench/pipeline_bench.py [--pipeline ingest|human|...] [--input DIR_OR_LIST] [--executor local|ray]
+    .venv/bin/python bench/pipeline_bench.py [--pipelines ingest human talking] [--input DIR_OR_LIST]
+                                             [--set STAGE.PARAM=VALUE ...] [--executor local|ray]
 
-Prints wall seconds for each and the ratios, and each stage's throughput (source frames per second
-of that stage's worker time, from the run record). Default input: every video in ../shared/realdata.
+The floor of any pipeline that writes H.264 clips is one decode of its input and one encode of what
+it keeps. Measured first, on every input video:
+
+- D: `ffmpeg -threads 1` decoding the video stream, nothing else;
+- DE: the same decode plus x264 at the `encode` stage's own settings (preset, crf, threads), the
+  whole input encoded: a pipeline that keeps every frame pays at least this.
+
+Then each pipeline runs (the local executor by default: one process, so wall time is what 1-2
+cores cost), and the table prints its wall time and CPU time (the process and its ffmpeg children)
+as multiples of D and DE, and every stage's CPU seconds as a multiple of D. Stages whose setup stops
+for an unset weight path (talking's syncnet) are left out and listed.
+Default input: every video in ../shared/realdata.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import resource
 import subprocess
 import sys
 import tempfile
@@ -18,11 +29,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from curation.pipeline import load_pipeline  # noqa: E402
+from curation.pipeline import Pipeline, load_pipeline  # noqa: E402
 from curation.run import RunOptions, run_pipeline  # noqa: E402
 from curation.sources import list_inputs  # noqa: E402
 
 REALDATA = REPO_ROOT.parent / "shared" / "realdata"
+
+
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timed(command: list[str]) -> float:
@@ -31,46 +47,63 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def floor_seconds(videos: list[str], encode) -> tuple[float, float]:
+    """(D, DE) summed over the videos, single-threaded like one worker's share."""
+    decode = ["ffmpeg", "-nostdin", "-v", "error", "-threads", "1"]
+    x264 = ["-c:v", "libx264", "-preset", encode.preset, "-crf", str(encode.crf), "-pix_fmt", "yuv420p",
+            "-threads", str(encode.encoder_threads)]
+    d = sum(timed(decode + ["-i", v, "-map", "0:v:0", "-f", "null", "-"]) for v in videos)
+    de = sum(timed(decode + ["-i", v, "-map", "0:v:0", *x264, "-f", "null", "-"]) for v in videos)
+    return d, de
+
+
+def runnable(pipeline: Pipeline) -> tuple[Pipeline, list[str]]:
+    """The pipeline without the stages whose setup stops for want of weights (a weight path unset)."""
+    def unset(config) -> bool:
+        try:
+            config.build().setup()
+        except ValueError as error:
+            return ": not set;" in str(error)
+        return False
+    dropped = [c.name for c in pipeline.stages if unset(c)]
+    return Pipeline(pipeline.name, [c for c in pipeline.stages if c.name not in dropped]), dropped
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=str(REALDATA))
-    parser.add_argument("--pipeline", default="ingest")
+    parser.add_argument("--pipelines", nargs="+", default=["ingest", "human", "talking"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+                        help="override applied to every pipeline that has the stage")
     parser.add_argument("--executor", default="local", choices=["local", "ray"])
     args = parser.parse_args()
-    videos = list_inputs(args.input)
-    scenedetect = shutil.which("scenedetect") or str(Path(sys.executable).parent / "scenedetect")
-
-    decode = sum(timed(["ffmpeg", "-nostdin", "-v", "error", "-i", v, "-f", "null", "-"]) for v in videos)
-    with tempfile.TemporaryDirectory() as workdir:
-        cli = sum(timed([scenedetect, "-q", "-i", v, "-o", workdir, "detect-adaptive", "list-scenes", "-q"])
-                  for v in videos)
-        started = time.perf_counter()
-        record = run_pipeline(load_pipeline(args.pipeline),
-                              RunOptions(args.input, str(Path(workdir) / "out"), args.executor, progress=False))
-        ingest = time.perf_counter() - started
-
-    footage = record["throughput"]["source_seconds"]
-    frames = sum(_frame_count(v) for v in videos)
-    print(f"{len(videos)} videos, {footage:.1f} s of footage ({frames} frames), pipeline {args.pipeline}, "
-          f"executor {args.executor}")
-    print(f"{'ffmpeg -f null decode':32s} {decode:8.2f} s   {footage / decode:7.1f}x real time")
-    print(f"{'PySceneDetect CLI (adaptive)':32s} {cli:8.2f} s   {footage / cli:7.1f}x real time")
-    print(f"{args.pipeline + ' pipeline (wall)':32s} {ingest:8.2f} s   {footage / ingest:7.1f}x real time")
-    print(f"ratios: pipeline / decode = {ingest / decode:.2f}, pipeline / scenedetect CLI = {ingest / cli:.2f}, "
-          f"scenedetect CLI / decode = {cli / decode:.2f}")
-    print(f"{'stage':20s} {'worker s':>9s} {'frames/s':>9s} {'x decode':>9s}")
-    for stage, seconds in sorted(record["stage_seconds"].items(), key=lambda kv: -kv[1]):
-        rate = frames / seconds if seconds else float("inf")
-        print(f"{stage:20s} {seconds:9.2f} {rate:9.0f} {seconds / decode:9.2f}")
-    print("(x decode: the stage's worker seconds over the plain decode's; the clip stages see only "
-          "the clips the earlier stages kept)")
-
-
-def _frame_count(path: str) -> int:
-    import av
-
-    with av.open(path) as container:
-        return container.streams.video[0].frames
+    videos = list(list_inputs(args.input))
+    encode = next(s.params for s in load_pipeline("ingest").stages if hasattr(s.params, "preset"))  # the clip encoder
+    d, de = floor_seconds(videos, encode)
+    print(f"{len(videos)} videos; floor: D (decode) {d:.2f} s, DE (decode + x264 {encode.preset} crf {encode.crf}) "
+          f"{de:.2f} s = {de / d:.2f} D")
+    rows = []
+    for name in args.pipelines:
+        stage_names = {s.name for s in load_pipeline(name).stages}
+        overrides = [o for o in args.overrides if o.split(".", 1)[0] in stage_names]
+        pipeline, dropped = runnable(load_pipeline(name, overrides=overrides))
+        with tempfile.TemporaryDirectory() as workdir:
+            started, cpu_started = time.perf_counter(), cpu_seconds()
+            record = run_pipeline(pipeline, RunOptions(args.input, str(Path(workdir) / "out"), args.executor,
+                                                       progress=False))
+            wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+        rows.append((name, wall, cpu, record, dropped, overrides))
+    for name, wall, cpu, record, dropped, overrides in rows:
+        counts = record["counts"]["clips"]
+        print(f"\n{name}{' --set ' + ' '.join(overrides) if overrides else ''}"
+              f"{' (without ' + ', '.join(dropped) + ': no weights)' if dropped else ''}: "
+              f"clips kept {counts['kept']}, rejected {counts['rejected']}; "
+              f"footage {record['throughput']['source_seconds']:.1f} s -> kept {record['throughput']['kept_clip_seconds']:.1f} s")
+        print(f"  wall {wall:7.2f} s = {wall / d:5.2f} D = {wall / de:4.2f} DE;  "
+              f"CPU {cpu:7.2f} s = {cpu / d:5.2f} D = {cpu / de:4.2f} DE")
+        print(f"  {'stage':20s} {'CPU s':>8s} {'x D':>6s}")
+        for stage, seconds in sorted(record["stage_cpu_seconds"].items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:20s} {seconds:8.2f} {seconds / d:6.2f}")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def run(listing: Path, output: Path, executor: str) -> None:
 def command(listing: Path, output: Path, executor: str) -> list[str]:
     return [sys.executable, "-m", "curation.cli", "run", "--pipeline", "ingest", "--input", str(listing),
             "--output", str(output), "--executor", executor, "--no-progress", "--set", "write.max_samples_per_shard=1",
-            "--set", "clips.preset=ultrafast"]
+            "--set", "encode.preset=ultrafast"]
 
 
 def inputs(work: Path) -> Path:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import stages as stages_package
-from curation.stage import Params, Stage
+from curation.stage import Params, Stage, matches_any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PIPELINES = REPO_ROOT / "pipelines.yaml"
@@ -227,12 +227,19 @@ def _explain(err: ValidationError, stage: str, params_cls: type[Params], keys: d
 
 def _check_order(configs: list[StageConfig]) -> None:
     seen: set[str] = set()
+    added: set[str] = set()
     for i, config in enumerate(configs):
         if config.name in seen:
             raise PipelineError(f"{config.where}: stage {config.name!r} appears twice")
         for needed in getattr(config.cls, "requires", ()):
             if needed not in seen:
                 raise PipelineError(f"{config.where}: stage {config.name!r} needs {needed!r} before it")
+        for member in config.cls.reads_members:
+            if not matches_any(member, added):
+                makers = [n for n in available_stages() if member in stage_class(n).adds_members]
+                raise PipelineError(f"{config.where}: stage {config.name!r} reads the clip's {member!r}, which "
+                                    f"{' or '.join(makers) or 'no stage'} adds: put that before it")
+        added.update(config.cls.adds_members)
         if i and _LEVEL_ORDER[config.cls.level] < _LEVEL_ORDER[configs[i - 1].cls.level]:
             raise PipelineError(f"{config.where}: {config.cls.level}-level stage {config.name!r} cannot "
                                 f"follow {configs[i - 1].cls.level}-level stage {configs[i - 1].name!r}")

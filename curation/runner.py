@@ -4,7 +4,8 @@ Both executors run the same segments, so they do (and measure) the same work. A 
 maximal run of consecutive CPU stages, or one GPU stage. A segment whose stages need no setup runs as
 a Ray task (fused with its neighbours); one with setup runs as a callable-class Ray actor pool that
 sets every stage up once. Within a segment each clip is decoded once, for the union of the frames its
-stages ask for, and the frames are dropped when the segment ends, before anything crosses to another
+stages ask for (from the clip's window of its source until it is encoded, from the encoded clip
+after), and the frames are dropped when the segment ends, before anything crosses to another
 worker: CPU analysis stages share one decode, a GPU stage decodes its own resolution tier. Likewise
 an array in `item.arrays` is dropped right after its last reader (known from what stages declare),
 so only what a later stage reads crosses to the next segment.
@@ -17,9 +18,12 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from curation.frames import decode_frames
+import cv2
+
+from curation.frames import decode_frames, decode_window
 from curation.pipeline import Pipeline, Pool, StageConfig
-from curation.stage import Item, Reject, Resources, Stage, matches_any
+from curation.stage import ClipFrames, FrameSpec, Item, Reject, Resources, Stage, matches_any
+from curation.storage import media_url
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,8 @@ class SegmentRunner:
     """Runs a segment's stages over a batch of items; set up once per worker."""
 
     def __init__(self, segment: Segment):
+        self.threads = max(1, int(segment.resources().cpus))  # what the worker reserved, no more
+        cv2.setNumThreads(self.threads)  # process-wide; OpenCV would otherwise take every core of the node
         self.stages: list[Stage] = [config.build() for config in segment.stages]
         for stage in self.stages:
             stage.setup()
@@ -118,14 +124,20 @@ class SegmentRunner:
         if not specs or not remaining[0].frame_specs():
             return
         for item in items:
-            if item.kept and item.frames is None and self.video_member in item.members:
+            if item.kept and item.frames is None and (self.video_member in item.members or item.window):
                 started, cpu_started = time.perf_counter(), cpu_seconds()
                 try:
-                    item.frames = decode_frames(item.members[self.video_member], specs)
+                    item.frames = self._decode(item, specs)
                     self.decodes += 1
                 except Exception as err:  # noqa: BLE001 - a clip that fails to decode is rejected, not fatal
                     item.reject = Reject("decode", "undecodable_clip", f"{type(err).__name__}: {err}")
                 _add_time(item, "decode", time.perf_counter() - started, cpu_seconds() - cpu_started)
+
+    def _decode(self, item: Item, specs: list[FrameSpec]) -> dict[FrameSpec, ClipFrames]:
+        """From the encoded clip once there is one, else from the clip's window of its source."""
+        if self.video_member in item.members:
+            return decode_frames(item.members[self.video_member], specs, self.threads)
+        return decode_window(media_url(item.source_path), item.window, specs, self.threads)
 
     def _run_stage(self, stage: Stage, items: list[Item]) -> list[Item]:
         active = [i for i in items if i.kept and _level_matches(stage, i)]

@@ -94,13 +94,16 @@ class FrameSpec:
     """Frames a stage wants from a clip.
 
     fps: sampling rate (None: every decoded frame). max_side: the longer side after resizing
-    (None: native size). gray: single-channel luma instead of RGB. The executor decodes each clip
-    once per segment and serves every stage's spec from that one decode (docs/decode-once.md).
+    (None: native size). gray: single-channel luma instead of RGB. pairs: each sampled frame comes
+    with the decoded frame after it (adjacent pairs, for optical flow), so a stage that needs pairs a
+    few times a second does not pay for converting every frame. The executor decodes each clip once
+    per segment and serves every stage's spec from that one decode (docs/decode-once.md).
     """
 
     fps: float | None = None
     max_side: int | None = None
     gray: bool = False
+    pairs: bool = False
 
 
 @dataclass
@@ -111,6 +114,24 @@ class ClipFrames:
     images: np.ndarray
     times: np.ndarray
     scale: float
+
+
+@dataclass(frozen=True)
+class SourceWindow:
+    """The source frames a clip holds before it is encoded: decoded frames [first_frame, end_frame)
+    of the source's video stream, the first shown at `start` seconds (from the stream's first frame),
+    and the clip they become: `n_frames` frames at `fps` (None: the source's frames as they are), of
+    `width` x `height` pixels. Stages that read frames before the clip is encoded get them decoded
+    from this window."""
+
+    start: float
+    first_frame: int
+    end_frame: int
+    source_fps: float
+    fps: float | None
+    n_frames: int
+    width: int
+    height: int
 
 
 @dataclass
@@ -130,6 +151,7 @@ class Item:
     arrays: intermediate arrays one stage hands to a later one (face crops, per-frame boxes), named
         "<stage>.<what>"; they cross actor boundaries (keep them compact) and are never written: a
         stage that wants one in the sample puts it in `members`.
+    window: where a clip's frames are in its source, until it is encoded (the `video_member`).
     frames: decoded frames per FrameSpec; transient, never written or sent across actor boundaries.
     timings: wall seconds spent per stage on this item, for the run's throughput stats.
     cpu_seconds: CPU seconds per stage (the worker process and the ffmpeg it ran), for the bill.
@@ -149,6 +171,7 @@ class Item:
     members: dict[str, bytes] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     reject: Reject | None = None
+    window: SourceWindow | None = None
     frames: dict[FrameSpec, ClipFrames] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
@@ -170,6 +193,7 @@ class Stage:
     # What the stage adds and reads, as names or fnmatch patterns ("faces.track*.rgb224"). The
     # executor drops an array once no later stage reads it; the docs and tests read the rest.
     adds_members: ClassVar[tuple[str, ...]] = ()  # sample members ("mp4", "ref_*.png")
+    reads_members: ClassVar[tuple[str, ...]] = ()  # members it reads (an earlier stage must add them)
     adds_arrays: ClassVar[tuple[str, ...]] = ()
     reads_arrays: ClassVar[tuple[str, ...]] = ()
     video_member: ClassVar[str | None] = None  # the member later stages decode their frames from

@@ -1,7 +1,9 @@
-"""clips: split shots into clips, cut and standardise each with ffmpeg, extract 16 kHz mono audio.
+"""clips: split shots into clips, and say what each will be once encoded; nothing is encoded here.
 
-Clips are cut by frame index (the shots stage's `shot_frames`), not by rounded times, so a clip holds
-exactly the frames of its shot.
+Clips are split by frame index (the shots stage's `shot_frames`), not by rounded times, so a clip
+holds exactly the frames of its shot. Each clip gets its window of the source (`Item.window`): the
+analysis stages read their frames from there, and `encode` cuts and encodes only the clips they keep.
+Its metadata is the encoded clip's (size, frame rate, frame count), which later stages size by.
 
 One source item becomes one item per candidate clip (too-short ones rejected with a reason), or
 stays one rejected source item when no shot yields a clip.
@@ -10,20 +12,11 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-import av
 from pydantic import Field, model_validator
 
-from curation.stage import Item, Params, Resources, Stage
-from curation.storage import media_url
-
-AUDIO_RATE = 16000
+from curation.stage import Item, Params, Resources, SourceWindow, Stage
 
 
 class ClipsParams(Params):
@@ -31,10 +24,6 @@ class ClipsParams(Params):
     max_clip_s: float = Field(30.0, gt=0, description="longer shots are split into equal clips no longer than this")
     fps: float | None = Field(None, gt=0, description="output frame rate (null keeps the source's)")
     max_side: int | None = Field(None, ge=64, description="downscale so the longer side is at most this (null keeps the size)")
-    crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor")
-    preset: str = Field("veryfast", description="x264 preset")
-    encoder_threads: int = Field(1, ge=1, description="x264 threads; 1 keeps clip bytes reproducible (frame-threaded x264 was seen to give different bytes between runs under load); parallelism comes from running clips side by side")
-    timeout_s: float = Field(600.0, gt=0, description="ffmpeg time limit per clip")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -48,15 +37,13 @@ class Clips(Stage):
     level = "source"
     requires = ("shots",)
     Params = ClipsParams
-    adds_members = ("mp4", "wav")
-    video_member = "mp4"
 
     @classmethod
     def annotate_sample(cls, document: dict) -> None:
         document["clip"] = document["stages"].pop(cls.name, None)
 
     def resources(self) -> Resources:
-        return Resources(cpus=self.params.encoder_threads, memory_gb=1)
+        return Resources(cpus=0.25, memory_gb=0.5)
 
     def process_item(self, source: Item) -> list[Item]:
         shots = source.meta["shots"]
@@ -68,52 +55,38 @@ class Clips(Stage):
         for index, segment in enumerate(segments):
             clip = _child(source, index, segment.start, segment.end, len(segments))
             if segment.keep:
-                self._cut(clip, segment)
+                self._plan(clip, segment, shots["fps"])
             else:
                 self.reject(clip, "too_short", f"{segment.end - segment.start:.2f} s < {self.params.min_clip_s} s")
             clips.append(clip)
         return clips
 
-    def _cut(self, clip: Item, segment: ClipSegment) -> None:
+    def _plan(self, clip: Item, segment: ClipSegment, source_fps: float) -> None:
+        """The clip as it will be encoded (what later stages size their arrays by), and its window."""
         probe = clip.meta["probe"]
-        with tempfile.TemporaryDirectory(prefix="clip-", dir=_work_folder()) as workdir:
-            mp4, wav = Path(workdir) / "clip.mp4", Path(workdir) / "clip.wav"
-            command = ffmpeg_cut_command(media_url(clip.source_path), segment, probe, self.params, mp4,
-                                         wav if probe["has_audio"] else None)
-            done = subprocess.run(command, capture_output=True, timeout=self.params.timeout_s)
-            if done.returncode != 0 or not mp4.exists():
-                self.reject(clip, "cut_failed", done.stderr.decode(errors="replace")[-500:])
-                return
-            clip.members["mp4"] = mp4.read_bytes()
-            if probe["has_audio"] and wav.exists():
-                clip.members["wav"] = wav.read_bytes()
-            info = _clip_info(mp4)
+        width, height = even_size(probe["width"], probe["height"], self.params.max_side)
+        fps, n_frames = clip_rate(segment, source_fps, self.params.fps)
+        clip.window = SourceWindow(segment.start, segment.first_frame, segment.end_frame, source_fps,
+                                   self.params.fps, n_frames, width, height)
+        duration = round(n_frames / fps, 4)
         self.record(clip, {"index": clip.clip_index, "start": clip.start, "end": clip.end,
-                           "source_frames": [segment.first_frame, segment.end_frame],
-                           "has_audio": "wav" in clip.members, **info},
-                    duration=info["duration"], fps=info["fps"], n_frames=info["n_frames"])
+                           "source_frames": [segment.first_frame, segment.end_frame], "has_audio": probe["has_audio"],
+                           "fps": fps, "n_frames": n_frames, "duration": duration, "width": width, "height": height},
+                    duration=duration, fps=fps, n_frames=n_frames)
 
 
-def _work_folder() -> Path:
-    """This process's folder for clips being cut. A worker killed mid-cut (kill -9, a lost node)
-    leaves its folder behind: the first cut of any later process removes those of dead processes."""
-    folder = Path(tempfile.gettempdir()) / f"curation-clips-{os.getpid()}"
-    if not folder.exists():
-        for stale in folder.parent.glob("curation-clips-*"):
-            if not _alive(int(stale.name.rsplit("-", 1)[1])):
-                shutil.rmtree(stale, ignore_errors=True)
-        folder.mkdir()
-    return folder
+def clip_rate(segment: ClipSegment, source_fps: float, fps: float | None) -> tuple[float, int]:
+    """(frame rate, frame count) of the encoded clip. Resampled, it holds the whole output frames that
+    fit the segment's duration: ffmpeg's fps filter makes that many or one more, and the cut stops there."""
+    if fps is None:
+        return source_fps, segment.end_frame - segment.first_frame
+    return fps, max(1, math.floor((segment.end - segment.start) * fps + 1e-6))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def even_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The clip's size: scaled so its longer side is at most max_side, both sides even (yuv420p)."""
+    scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
 @dataclass(frozen=True)
@@ -143,46 +116,6 @@ def split_shots(shots: list[list[float]], shot_frames: list[list[int]], min_s: f
         segments += [ClipSegment(round(start + (a - first) * frame_s, 4), round(start + (b - first) * frame_s, 4), a, b, True)
                      for a, b in zip(bounds, bounds[1:])]
     return segments
-
-
-def ffmpeg_cut_command(source: str, segment: ClipSegment, probe: dict, params: ClipsParams,
-                       mp4: Path, wav: Path | None) -> list[str]:
-    """One ffmpeg call, one decode: the standardised H.264 clip and, if there is audio, the wav.
-    The clip is exactly the segment's frames: the seek lands a quarter frame before its first frame
-    (ffmpeg drops the frames decoded before that time) and `trim` passes on exactly its frame count,
-    so a clip never holds a frame of the next shot, whatever the timestamps' rounding."""
-    fps = probe["fps"] or 25.0
-    seek = max(0.0, segment.start - 0.25 / fps)
-    duration = segment.end - segment.start
-    width, height = _even_size(probe["width"], probe["height"], params.max_side)
-    filters = [f"trim=end_frame={segment.end_frame - segment.first_frame}", "setpts=PTS-STARTPTS",
-               f"scale={width}:{height}:flags=area"] + ([f"fps={params.fps}"] if params.fps else [])
-    bitexact = ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact"]
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-ss", f"{seek:.6f}", "-t", f"{duration + 1.0:.6f}", "-i", source,
-               "-map", "0:v:0", "-map", "0:a:0?", "-vf", ",".join(filters), "-t", f"{duration:.6f}",
-               "-c:v", "libx264", "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
-               "-threads", str(params.encoder_threads), "-c:a", "aac", "-b:a", "128k",
-               "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-movflags", "+faststart",
-               *bitexact, str(mp4)]
-    if wav is not None:
-        command += ["-map", "0:a:0", "-vn", "-t", f"{duration:.6f}", "-ac", "1", "-ar", str(AUDIO_RATE),
-                    "-c:a", "pcm_s16le", "-flags:a", "+bitexact", *bitexact, str(wav)]
-    return command
-
-
-def _even_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
-    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-
-
-def _clip_info(mp4: Path) -> dict:
-    with av.open(str(mp4)) as container:
-        video = container.streams.video[0]
-        n_frames = video.frames or sum(1 for _ in container.demux(video) if _.size)
-        fps = float(video.average_rate)
-        return {"fps": fps, "n_frames": int(n_frames), "duration": round(n_frames / fps, 4),
-                "width": video.codec_context.width, "height": video.codec_context.height}
 
 
 def _child(source: Item, index: int, start: float, end: float, n_clips: int) -> Item:

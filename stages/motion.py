@@ -58,7 +58,8 @@ class Motion(Stage):
         return Resources(cpus=p.num_threads, gpus=gpu_share(p.device, p.gpus), memory_gb=2)
 
     def frame_specs(self) -> list[FrameSpec]:
-        return [FrameSpec(max_side=self.params.max_side, gray=self.params.method != "raft")]
+        p = self.params
+        return [FrameSpec(fps=p.pairs_per_second, max_side=p.max_side, gray=p.method != "raft", pairs=True)]
 
     def setup(self) -> None:
         if self.params.method == "raft":
@@ -99,13 +100,15 @@ class Motion(Stage):
 
 def pair_starts(times: np.ndarray, pairs_per_second: float) -> list[int]:
     """Index i of each pair (i, i+1): the first frame at or after each multiple of 1/pairs_per_second,
-    keeping only pairs whose frames are distinct in time."""
+    keeping only pairs whose frames are distinct in time. On frames sampled as pairs (FrameSpec.pairs)
+    these are the sampled pairs."""
     starts, next_time = [], 0.0
     for i in range(len(times) - 1):
         if times[i] + 1e-6 < next_time or times[i + 1] <= times[i]:
             continue
         starts.append(i)
-        next_time = times[i] + 1.0 / pairs_per_second
+        while next_time <= times[i] + 1e-6:
+            next_time += 1.0 / pairs_per_second
     return starts
 
 

@@ -14,9 +14,20 @@ visible: any one of
   (its tracks in item.meta["faces"]), else from YuNet run here on the sampled frames when
   `face_model_path` is set, else this evidence is not used.
 Clips keep 1 to 3 salient people (the InterActHuman rule); others are rejected with "no_people" or
-"too_many_people". Each identity's meta counts the samples each kind of evidence made it salient
-(`evidence`). Drawn or rendered characters are not people; this stage cannot tell them apart: run the
-`photographic` stage before it.
+"too_many_people".
+
+Only what can change the answer is computed. A track is a salient person only if its box is large in
+at least `min_presence` of the samples, and the boxes alone tell that before any pose: detection runs
+sample by sample and stops as soon as no track, begun or still to begin, can be large in that many
+samples (the clip has no salient person, whatever the pose or faces would say); pose is estimated
+only for the large boxes of tracks that are large in enough samples, and YuNet runs only on the
+samples that hold such a box. The answer, the identities and pose.npz are those of judging every
+large box; the meta says how many samples were detected (`detected_frames`) and how many boxes were
+posed (`posed_boxes`).
+
+Each identity's meta counts the samples each kind of evidence made it salient (`evidence`). Drawn or
+rendered characters are not people; this stage cannot tell them apart: run the `photographic` stage
+before it.
 
 Writes `pose.npz`: kpts float16 [N_id, T_pose, 17, 3] (x, y in clip pixels, score; NaN x, y and
 score 0 where the person is absent), frames int32 [T_pose] (clip frame indices sampled), boxes
@@ -88,7 +99,9 @@ class PeopleParams(Params):
 class FramePeople:
     """Detections in one sampled frame: boxes [N, 4] and keypoints [N, 17, 3] in clip pixels, which of
     them are salient [N], and the evidence of each [N]: large box, body keypoints, head keypoints, a
-    face inside (salient = large & (body | head | face))."""
+    face inside (salient = posed & (body | head | face)). `posed` [N]: which boxes were given a pose
+    (every large one, or only those that can change the answer); the others keep keypoint scores 0
+    and are not salient."""
 
     boxes: np.ndarray
     keypoints: np.ndarray
@@ -97,6 +110,7 @@ class FramePeople:
     body: np.ndarray | None = None
     head: np.ndarray | None = None
     face: np.ndarray | None = None
+    posed: np.ndarray | None = None
 
 
 class People(Stage):
@@ -138,32 +152,66 @@ class People(Stage):
         if len(frames.images) == 0:
             self.reject(item, "no_frames", "no frame was decoded from the clip")
             return
-        faces = self.faces_on(item, frames)
-        observed = [self._people_in(image, frames.scale, face_boxes) for image, face_boxes in zip(frames.images, faces)]
-        people = salient_tracks(observed, frames.times, self.params)
-        self._annotate(item, frames, observed, SalientPeople.of(people, observed))
+        needed = needed_samples(len(frames.images), self.params)
+        linker, large = self._detect_until_decided(frames, needed)
+        to_pose = boxes_that_matter(linker.tracks, large, needed)
+        wanted = np.zeros(len(frames.images), dtype=bool)
+        wanted[:len(to_pose)] = [mask.any() for mask in to_pose]
+        faces = self.faces_on(item, frames, wanted)
+        observed = [self._judge(image, frames.scale, boxes, mask, face_boxes)
+                    for image, boxes, mask, face_boxes in zip(frames.images, linker.boxes, to_pose, faces)]
+        people = tracks_flagged_in(linker.tracks, [f.salient for f in observed], needed)
+        self._annotate(item, frames, observed, SalientPeople.of(people, observed, len(frames.images)))
 
-    def faces_on(self, item: Item, frames: ClipFrames) -> list[np.ndarray | None]:
+    def _detect_until_decided(self, frames: ClipFrames, needed: float) -> tuple[TrackLinker, list[np.ndarray]]:
+        """Person boxes of the sampled frames in order, linked into tracks, and which are large [N] per
+        frame; detection stops once no track can be large in `needed` samples (see
+        `nobody_can_qualify`), so the linker may hold fewer frames than were sampled."""
+        linker = TrackLinker(self.params)
+        large = []
+        for t, image in enumerate(frames.images):
+            boxes = self.detector.detect(image).boxes
+            linker.add(boxes, frames.times[t])
+            large.append(large_boxes(boxes, image.shape, self.params.min_box_area_fraction))
+            if nobody_can_qualify(linker, large, frames.times[t + 1:], needed):
+                break
+        return linker, large
+
+    def faces_on(self, item: Item, frames: ClipFrames, wanted: np.ndarray | None = None) -> list[np.ndarray | None]:
         """Face boxes [F, 4] in the sampled frames' pixels, per sample: the faces stage's tracks when it
-        ran earlier, else YuNet's detections when face_model_path is set, else None (no face evidence)."""
+        ran earlier, else YuNet's detections when face_model_path is set, else None (no face evidence).
+        `wanted` [T] bool: the samples whose faces can matter; YuNet skips the others (None there)."""
         tracks = (item.meta.get("faces") or {}).get("tracks")
         if tracks is not None:
             return [faces_at(tracks, round(t * FACES_FPS)) * frames.scale for t in frames.times]
+        faces: list[np.ndarray | None] = [None] * len(frames.images)
         if self.face_detector is None:
-            return [None] * len(frames.images)
-        images = frames.images
-        return [found.boxes for start in range(0, len(images), FACE_BATCH)
-                for found in self.face_detector.detect(images[start:start + FACE_BATCH])]
+            return faces
+        samples = np.arange(len(frames.images)) if wanted is None else np.flatnonzero(wanted)
+        for start in range(0, len(samples), FACE_BATCH):
+            batch = samples[start:start + FACE_BATCH]
+            for t, found in zip(batch, self.face_detector.detect(frames.images[batch])):
+                faces[t] = found.boxes
+        return faces
 
     def _people_in(self, image: np.ndarray, scale: float, faces: np.ndarray | None = None) -> FramePeople:
-        """Detect people in one sampled frame, estimate the pose of those large enough to matter, and
-        judge which are salient (module docstring); `faces` [F, 4] in the frame's pixels, or None."""
+        """Detect people in one sampled frame and judge every large box (module docstring), skipping
+        nothing: what the rule sees frame by frame (benches compare rules on it); `faces` [F, 4] in the
+        frame's pixels, or None."""
+        boxes = self.detector.detect(image).boxes
+        every_large = large_boxes(boxes, image.shape, self.params.min_box_area_fraction)
+        return self._judge(image, scale, boxes, every_large, faces)
+
+    def _judge(self, image: np.ndarray, scale: float, boxes: np.ndarray, to_pose: np.ndarray,
+               faces: np.ndarray | None) -> FramePeople:
+        """Estimate the pose of the boxes [N, 4] marked `to_pose` [N] and judge which are salient (the
+        others are not: their keypoint scores stay 0); boxes and faces [F, 4] (or None) in the frame's
+        pixels, the result in clip pixels."""
         height, width = image.shape[:2]
         params = self.params
-        boxes = self.detector.detect(image).boxes
-        large = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) >= params.min_box_area_fraction * height * width
         keypoints = np.zeros((len(boxes), N_KEYPOINTS, 3), dtype=np.float32)
-        keypoints[large] = self.pose.estimate(image, boxes[large])
+        if to_pose.any():
+            keypoints[to_pose] = self.pose.estimate(image, boxes[to_pose])
         # a keypoint outside the picture is the model's guess at what is not shown, not a visible joint
         outside = ((keypoints[..., 0] < 0) | (keypoints[..., 0] >= width)
                    | (keypoints[..., 1] < 0) | (keypoints[..., 1] >= height))
@@ -172,13 +220,15 @@ class People(Stage):
         head = (keypoints[:, HEAD_KEYPOINTS, 2] >= params.head_keypoint_threshold).sum(axis=1) >= params.min_head_keypoints
         face = face_inside(boxes, faces, params.min_face_inside, params.min_face_height)
         keypoints[..., :2] /= scale
-        return FramePeople(boxes / scale, keypoints, large & (body | head | face), large, body, head, face)
+        large = large_boxes(boxes, image.shape, params.min_box_area_fraction)
+        return FramePeople(boxes / scale, keypoints, to_pose & (body | head | face), large, body, head, face, to_pose)
 
     def _annotate(self, item: Item, frames: ClipFrames, observed: list[FramePeople], people: SalientPeople) -> None:
         identities = [self._describe(i, people.keypoints[i], people.boxes[i], people.salient[i], people.evidence[i])
                       for i in range(len(people.boxes))]
-        meta = {"identities": identities, "sampled_frames": len(observed),
-                "detections_per_frame": [len(f.boxes) for f in observed]}
+        meta = {"identities": identities, "sampled_frames": len(frames.images), "detected_frames": len(observed),
+                "detections_per_frame": [len(f.boxes) for f in observed],
+                "posed_boxes": sum(int(f.posed.sum()) for f in observed)}
         self.record(item, meta, **_clip_scores(identities, people.salient))
         if len(identities) < self.params.min_people:
             self.reject(item, "no_people", f"{len(identities)} salient people < {self.params.min_people}")
@@ -222,11 +272,12 @@ class SalientPeople:
     evidence: list[dict[str, int]]  # per person: in how many samples each kind of evidence made it salient
 
     @classmethod
-    def of(cls, people: list[dict[int, int]], observed: list[FramePeople]) -> SalientPeople:
-        boxes = np.full((len(people), len(observed), 4), np.nan, dtype=np.float32)
-        keypoints = np.zeros((len(people), len(observed), N_KEYPOINTS, 3), dtype=np.float32)
+    def of(cls, people: list[dict[int, int]], observed: list[FramePeople], n_samples: int) -> SalientPeople:
+        """From the tracks that are salient people and the frames judged (the first of `n_samples`)."""
+        boxes = np.full((len(people), n_samples, 4), np.nan, dtype=np.float32)
+        keypoints = np.zeros((len(people), n_samples, N_KEYPOINTS, 3), dtype=np.float32)
         keypoints[..., :2] = np.nan
-        salient = np.zeros((len(people), len(observed)), dtype=bool)
+        salient = np.zeros((len(people), n_samples), dtype=bool)
         evidence = []
         for i, track in enumerate(people):
             counts = dict.fromkeys(EVIDENCE, 0)
@@ -248,8 +299,48 @@ EVIDENCE = ("body", "head", "face")
 def salient_tracks(observed: list[FramePeople], times: np.ndarray, params: PeopleParams) -> list[dict[int, int]]:
     """The tracks that are salient people: salient in at least min_presence of the samples (and one)."""
     tracks = link_tracks([f.boxes for f in observed], times, params)
-    needed = max(1.0, params.min_presence * len(observed))
-    return [track for track in tracks if sum(observed[t].salient[d] for t, d in track.items()) >= needed]
+    return tracks_flagged_in(tracks, [f.salient for f in observed], needed_samples(len(observed), params))
+
+
+def needed_samples(n_samples: int, params: PeopleParams) -> float:
+    """In how many of a clip's samples a track must be salient to be a salient person."""
+    return max(1.0, params.min_presence * n_samples)
+
+
+def tracks_flagged_in(tracks: list[dict[int, int]], flags: list[np.ndarray], needed: float) -> list[dict[int, int]]:
+    """The tracks whose detections are flagged (flags[t] [N_t] bool per frame) in at least `needed` frames."""
+    return [track for track in tracks if sum(bool(flags[t][d]) for t, d in track.items()) >= needed]
+
+
+def large_boxes(boxes: np.ndarray, frame_shape: tuple[int, ...], min_area_fraction: float) -> np.ndarray:
+    """bool [N]: the xyxy boxes [N, 4] covering at least `min_area_fraction` of a frame of `frame_shape` (H, W, ...)."""
+    height, width = frame_shape[:2]
+    return np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) >= min_area_fraction * height * width
+
+
+def boxes_that_matter(tracks: list[dict[int, int]], large: list[np.ndarray], needed: float) -> list[np.ndarray]:
+    """Per frame, bool [N]: the large boxes of the tracks large in at least `needed` frames. Only their
+    pose and faces can make a salient person: a detection is salient only when large."""
+    chosen = [np.zeros_like(flags) for flags in large]
+    for track in tracks_flagged_in(tracks, large, needed):
+        for t, d in track.items():
+            chosen[t][d] = large[t][d]
+    return chosen
+
+
+def nobody_can_qualify(linker: TrackLinker, large: list[np.ndarray], later_times: np.ndarray, needed: float) -> bool:
+    """Whether no track can be large in `needed` frames any more, whatever the frames at `later_times`
+    hold: a track not begun yet has only those frames; one begun has its large frames so far, plus
+    those frames unless it is already over (unseen for longer than track_max_gap_s by the next one)."""
+    remaining = len(later_times)
+    if remaining >= needed:
+        return False
+    for track in linker.tracks:
+        last = max(track)
+        going_on = remaining > 0 and later_times[0] - linker.times[last] <= linker.params.track_max_gap_s
+        if sum(bool(large[t][d]) for t, d in track.items()) + remaining * going_on >= needed:
+            return False
+    return True
 
 
 def face_inside(person_boxes: np.ndarray, face_boxes: np.ndarray | None, min_inside: float,
@@ -285,25 +376,43 @@ def _clip_scores(identities: list[dict], salient: np.ndarray) -> dict:
 
 
 def link_tracks(boxes_per_frame: list[np.ndarray], times: np.ndarray, params: PeopleParams) -> list[dict[int, int]]:
-    """Link detections across sampled frames: each track maps frame index -> detection index.
+    """Link detections across sampled frames: each track maps frame index -> detection index (TrackLinker)."""
+    linker = TrackLinker(params)
+    for boxes, time in zip(boxes_per_frame, times):
+        linker.add(boxes, time)
+    return linker.tracks
+
+
+class TrackLinker:
+    """Tracks built one sampled frame at a time, so that detection can stop once the clip is decided.
 
     Each frame's detections are matched one-to-one to the tracks seen within `track_max_gap_s`,
     greedily by cost (overlap with, centre shift and size change from the track's last box), so that
-    a clear match is never traded for two poor ones; unmatched detections start new tracks.
+    a clear match is never traded for two poor ones; unmatched detections start new tracks. Each
+    track maps frame index -> detection index.
     """
-    tracks: list[dict[int, int]] = []
-    for t, boxes in enumerate(boxes_per_frame):
-        live = [track for track in tracks if times[t] - times[max(track)] <= params.track_max_gap_s]
-        last_boxes = np.array([boxes_per_frame[max(track)][track[max(track)]] for track in live]).reshape(-1, 4)
-        cost = _match_cost(last_boxes, boxes, params)
+
+    def __init__(self, params: PeopleParams):
+        self.params = params
+        self.boxes: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.tracks: list[dict[int, int]] = []
+
+    def add(self, boxes: np.ndarray, time: float) -> None:
+        """The next frame's boxes [N, 4], seen at `time` seconds."""
+        t = len(self.boxes)
+        self.boxes.append(boxes)
+        self.times.append(time)
+        live = [track for track in self.tracks if time - self.times[max(track)] <= self.params.track_max_gap_s]
+        last_boxes = np.array([self.boxes[max(track)][track[max(track)]] for track in live]).reshape(-1, 4)
+        cost = _match_cost(last_boxes, boxes, self.params)
         matched_tracks, matched = set(), set()
         for row, col in zip(*np.unravel_index(np.argsort(cost, axis=None), cost.shape)):
             if cost[row, col] < _UNMATCHABLE and row not in matched_tracks and col not in matched:
                 live[row][t] = int(col)
                 matched_tracks.add(row)
                 matched.add(col)
-        tracks.extend({t: d} for d in range(len(boxes)) if d not in matched)
-    return tracks
+        self.tracks.extend({t: d} for d in range(len(boxes)) if d not in matched)
 
 
 def _match_cost(track_boxes: np.ndarray, boxes: np.ndarray, params: PeopleParams) -> np.ndarray:

@@ -42,7 +42,9 @@ from curation.stage import FrameSpec, Item, Params, Resources, Stage
 BLOCK = 8
 _Y, _X = np.mgrid[0:BLOCK, 0:BLOCK].astype(np.float32)
 _PLANE = np.stack([np.ones(BLOCK * BLOCK), _X.ravel() - (BLOCK - 1) / 2, _Y.ravel() - (BLOCK - 1) / 2], axis=1)
-_ONTO_PLANE = _PLANE @ np.linalg.pinv(_PLANE)  # projects a block's 64 values onto the best plane
+# the plane's three centred columns are orthogonal: normalised, they are an orthonormal basis, and a
+# block's residual off its best plane is its energy less the energy of its projection on them
+_PLANE_BASIS = _PLANE / np.linalg.norm(_PLANE, axis=0)
 STATISTICS = ("vivid_fraction", "hue_count", "step_edge_share", "smooth_fill_share")
 HUE_SECTORS = 12  # 30 degrees of CIELAB hue each
 
@@ -95,10 +97,11 @@ def frame_statistics(image: np.ndarray, params: PhotographicParams) -> dict[str,
     if min(image.shape[:2]) < 2 * BLOCK:
         return None
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)  # 8-bit: a*, b* offset by 128
-    chroma = np.hypot(lab[..., 1] - 128.0, lab[..., 2] - 128.0)
-    hue = np.degrees(np.arctan2(lab[..., 2] - 128.0, lab[..., 1] - 128.0)) % 360.0
-    sectors = np.bincount((hue[chroma >= params.hue_chroma] * HUE_SECTORS / 360.0).astype(int) % HUE_SECTORS,
-                          minlength=HUE_SECTORS) / chroma.size
+    a, b = lab[..., 1] - 128.0, lab[..., 2] - 128.0
+    chroma = np.hypot(a, b)
+    coloured = chroma >= params.hue_chroma  # hue only where there is colour: a fraction of the frame
+    hue = np.degrees(np.arctan2(b[coloured], a[coloured])) % 360.0
+    sectors = np.bincount((hue * HUE_SECTORS / 360.0).astype(int) % HUE_SECTORS, minlength=HUE_SECTORS) / chroma.size
     return {"vivid_fraction": float((chroma >= params.vivid_chroma).mean()),
             "hue_count": int((sectors >= params.hue_sector_fraction).sum()),
             "step_edge_share": step_edge_share(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)),
@@ -138,8 +141,9 @@ def smooth_fill_share(image: np.ndarray, max_residual: float = 1.0) -> float:
     colour channel."""
     residual = np.zeros(0)
     for channel in range(image.shape[2]):
-        blocks = _blocks(image[..., channel])
-        rms = np.sqrt(((blocks - blocks @ _ONTO_PLANE.T) ** 2).mean(axis=1))
+        blocks = _blocks(image[..., channel]).astype(np.float64)  # float64: a small difference of large energies
+        off_plane = (blocks ** 2).sum(axis=1) - ((blocks @ _PLANE_BASIS) ** 2).sum(axis=1)
+        rms = np.sqrt(np.maximum(off_plane, 0.0) / blocks.shape[1])
         residual = rms if not residual.size else np.maximum(residual, rms)
     return float((residual < max_residual).mean())
 
@@ -152,14 +156,16 @@ def _blocks(channel: np.ndarray) -> np.ndarray:
 
 
 def _inner_span(pixels: np.ndarray, tolerance: float) -> tuple[int, int]:
-    """[start, end) of the rows between the bars at both ends of `pixels` [rows, columns, channels]."""
-    means = pixels.mean(axis=1)
-    uniform = pixels.std(axis=1).max(axis=1) <= tolerance
+    """[start, end) of the rows between the bars at both ends of `pixels` [rows, columns, channels].
+    Rows are measured one by one from each end inward: bars are a few rows, so most of the frame is
+    never measured."""
+    def uniform(row: int) -> bool:
+        return float(pixels[row].std(axis=0).max()) <= tolerance
 
     def bar(row: int, edge: int) -> bool:
-        return bool(uniform[row]) and float(np.abs(means[row] - means[edge]).max()) <= tolerance
+        return uniform(row) and float(np.abs(pixels[row].mean(axis=0) - pixels[edge].mean(axis=0)).max()) <= tolerance
 
-    start, end = 0, len(means)
+    start, end = 0, len(pixels)
     while start < end and bar(start, 0):
         start += 1
     while end > start and bar(end - 1, -1):

@@ -15,7 +15,6 @@ from the environment variable named by `api_key_env`), with `concurrency` reques
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from curation.stage import Device, Item, Params, Resources, Stage, WeightFolder, gpu_share, gpus_param
 from stages.models.hf_local import DtypeName
-from stages.models.llm_client import ChatRequestError, Conversation, LocalChatModel, OpenAIChatClient
+from stages.models.llm_client import ChatRequestError, Conversation, LocalChatModel, OpenAIChatClient, api_key_from_env
 
 SYSTEM_PROMPT = "You turn video captions into structured lists of subjects. Reply with one JSON object and nothing else."
 DEFAULT_PROMPT = """Caption of a video clip:
@@ -128,8 +127,8 @@ class Phrases(Stage):
                                            p.max_new_tokens, p.temperature)
         else:
             self._backend = OpenAIChatClient(_required(p.endpoint_url, "endpoint_url"), _required(p.model, "model"),
-                                             _api_key(p.api_key_env), p.timeout_s, p.max_new_tokens, p.temperature,
-                                             p.json_mode, p.concurrency)
+                                             api_key_from_env("phrases.api_key_env", p.api_key_env), p.timeout_s,
+                                             p.max_new_tokens, p.temperature, p.json_mode, p.concurrency)
 
     def process(self, items: list[Item]) -> list[Item]:
         pending = [_Exchange(item, self._first_turn(caption)) for item in items
@@ -183,12 +182,3 @@ def _required(value: str | None, param: str) -> str:
     if not value:
         raise ValueError(f"phrases backend openai needs phrases.{param} set")
     return value
-
-
-def _api_key(env_name: str | None) -> str | None:
-    if env_name is None:
-        return None
-    key = os.environ.get(env_name)
-    if not key:
-        raise ValueError(f"phrases.api_key_env names {env_name!r}, but that environment variable is not set")
-    return key

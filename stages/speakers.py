@@ -65,6 +65,7 @@ class Speakers(Stage):
     name = "speakers"
     requires = ("faces",)
     adds_arrays = ("speakers.track*.score",)
+    reads_members = ("wav",)
     reads_arrays = ("faces.track*.gray112", SPEECH_ARRAY)
     Params = SpeakersParams
 

@@ -32,6 +32,7 @@ class Speech(Stage):
     name = "speech"
     requires = ("clips",)
     adds_arrays = ("speech.active",)
+    reads_members = ("wav",)
     Params = SpeechParams
 
     def resources(self) -> Resources:

@@ -49,6 +49,7 @@ class SyncNetParams(Params):
 class SyncNetStage(Stage):
     name = "syncnet"
     requires = ("faces",)
+    reads_members = ("wav",)
     reads_arrays = ("faces.track*.rgb224",)
     Params = SyncNetParams
 

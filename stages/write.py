@@ -16,3 +16,4 @@ class Write(Stage):
     name = "write"
     level = "sink"
     Params = WriteParams
+    reads_members = ("mp4",)  # a corpus sample is its encoded clip

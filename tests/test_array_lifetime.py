@@ -34,7 +34,7 @@ def boundaries(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(SyncNet().state_dict(), syncnet)  # no SyncNet weights are public: random ones run its code
     pipeline = load_pipeline("talking", overrides=[
-        "clips.preset=ultrafast", ADAPTIVE_SHOTS, f"syncnet.model_path={syncnet}", "syncnet.min_sync_conf=-1000",
+        "encode.preset=ultrafast", ADAPTIVE_SHOTS, f"syncnet.model_path={syncnet}", "syncnet.min_sync_conf=-1000",
         "speakers.device=cuda", "syncnet.device=cuda"])
     segments = plan_segments(pipeline)
     items = [Item(source_id="video4", source_path=str(VIDEO4))]
@@ -54,7 +54,8 @@ def boundaries(tmp_path_factory):
 
 
 def test_the_plan_splits_at_each_gpu_stage(boundaries):
-    assert [b["after"] for b in boundaries] == ["probe+shots+clips+photographic+faces+people+speech", "speakers", "syncnet", "identities"]
+    assert [b["after"] for b in boundaries] == ["probe+shots+clips+photographic+faces+people+audio+speech", "speakers", "syncnet",
+                                                 "identities+encode"]
     assert all(b["kept"] for b in boundaries)  # the clip reaches the end, so every boundary was crossed
 
 

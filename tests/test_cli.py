@@ -16,7 +16,8 @@ from curation.sources import list_inputs
 @pytest.fixture(scope="module")
 def demo_corpus(demo_inputs, tmp_path_factory):
     output = tmp_path_factory.mktemp("cli") / "out"
-    assert main(["run", "--input", str(demo_inputs), "--output", str(output), "--no-progress"]) == 0
+    assert main(["run", "--input", str(demo_inputs), "--output", str(output), "--no-progress",
+                 "--set", "write.commit_interval_s=3600"]) == 0
     return output
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 # Every run (the local reference too: the sample json names the pipeline's parameters) uses these.
 # One sample a shard, so commits land source by source and a kill falls between commits; one
 # `people` actor per worker node, so both nodes hold work (the pool is not part of the lineage).
-OVERRIDES = ["clips.preset=ultrafast", "write.max_samples_per_shard=1", "people.pool={min_workers: 2}", ADAPTIVE_SHOTS]
+OVERRIDES = ["encode.preset=ultrafast", "write.max_samples_per_shard=1", "people.pool={min_workers: 2}", ADAPTIVE_SHOTS]
 CUTS = [("data-juicer/tests/ops/data/video2.mp4", 0, 5),   # one person: kept
         ("data-juicer/tests/ops/data/video4.mp4", 0, 5),   # two girls: kept
         ("data-juicer/tests/ops/data/video3.mp4", 0, 6)]   # burned-in subtitles, a cut at 4.3 s: rejected

@@ -41,13 +41,13 @@ def test_status_bills_the_measured_cpu_per_footage_hour(ingest_corpus, capsys):
     footage_h = record["throughput"]["source_seconds"] / 3600
     keep = record["throughput"]["kept_clip_seconds"] / record["throughput"]["source_seconds"]
     assert footage_h > 0 and 0 < keep <= 1
-    assert set(record["stage_cpu_seconds"]) == {"probe", "shots", "clips"}
-    assert all(seconds > 0 for seconds in record["stage_cpu_seconds"].values())
+    assert set(record["stage_cpu_seconds"]) == {"probe", "shots", "clips", "encode"}
+    assert all(record["stage_cpu_seconds"][stage] > 0 for stage in ("probe", "shots", "encode"))  # clips only splits
 
     assert main(["status", str(ingest_corpus), "--target-hours", "100", "--json"]) == 0
     cost = json.loads(capsys.readouterr().out)["cost"]
     rows = {row["stage"]: row for row in cost["stages"]}
-    assert list(rows) == ["probe", "shots", "clips"]  # pipeline order; write is not timed
+    assert list(rows) == ["probe", "shots", "clips", "encode"]  # pipeline order; write is not timed
     for stage, cpu in record["stage_cpu_seconds"].items():
         assert rows[stage]["cpu_s_per_footage_h"] == pytest.approx(cpu / footage_h)
         assert rows[stage]["wall_s_per_footage_h"] == pytest.approx(record["stage_seconds"][stage] / footage_h)
@@ -88,14 +88,14 @@ def test_a_stage_with_a_gpu_share_bills_wall_seconds_times_the_share(ingest_corp
 
     footage_h = 2 * real["throughput"]["source_seconds"] / 3600
     rows = {row["stage"]: row for row in cost["stages"]}
-    assert list(rows) == ["probe", "shots", "clips", "syncnet", "decode"]
+    assert list(rows) == ["probe", "shots", "clips", "encode", "syncnet", "decode"]
     assert rows["syncnet"]["gpu_s"] == pytest.approx(12.0 * 0.5)
     assert rows["syncnet"]["gpu_s_per_footage_h"] == pytest.approx(12.0 * 0.5 / footage_h)
     assert rows["syncnet"]["declared_gpus"] == [0.5]
     assert rows["syncnet"]["cpu_s_per_footage_h"] == pytest.approx(3.0 / footage_h)
     assert rows["decode"]["in_pipeline"] is False
     assert rows["decode"]["gpu_s"] == 0 and rows["decode"]["cpu_s"] == pytest.approx(1.5)
-    for stage in ("probe", "shots", "clips"):  # two runs: seconds and footage both summed
+    for stage in ("probe", "shots", "clips", "encode"):  # two runs: seconds and footage both summed
         assert rows[stage]["cpu_s_per_footage_h"] == pytest.approx(2 * real["stage_cpu_seconds"][stage] / footage_h)
     keep = real["throughput"]["kept_clip_seconds"] / real["throughput"]["source_seconds"]
     assert cost["keep_ratio"] == pytest.approx(keep)
@@ -112,7 +112,7 @@ def test_an_old_record_without_cpu_seconds_falls_back_to_wall_times_declared_cpu
     cost = corpus_cost(_corpus_of(tmp_path, old), target_hours=100)
     footage_h = old["throughput"]["source_seconds"] / 3600
     rows = {row["stage"]: row for row in cost["stages"]}
-    declared_cpus = {"probe": 0.5, "shots": 1.0, "clips": 1.0}  # probe reserves half a core
+    declared_cpus = {"probe": 0.5, "shots": 1.0, "clips": 0.25, "encode": 1.0}  # probe reserves half a core
     for stage, wall in old["stage_seconds"].items():
         assert rows[stage]["declared_cpus"] == [declared_cpus[stage]]
         assert rows[stage]["cpu_s_per_footage_h"] == pytest.approx(wall * declared_cpus[stage] / footage_h)

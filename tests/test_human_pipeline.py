@@ -17,7 +17,7 @@ from curation.stage import Item
 from curation.status import corpus_status
 
 pytestmark = pytest.mark.slow
-FAST_CUTS = ["clips.preset=ultrafast", ADAPTIVE_SHOTS]  # encoding and shot detection are not what these tests measure
+FAST_CUTS = ["encode.preset=ultrafast", ADAPTIVE_SHOTS]  # encoding and shot detection are not what these tests measure
 RAY_SUBSET = ("video2.mp4", "video4.mp4", "bedroom.mp4")
 
 

@@ -244,7 +244,7 @@ def test_json_has_caption_identities_scores_stages_and_lineage(corpus):
         in_index = {name: row.get(name, "absent from the index") for name in doc["scores"]}
         assert json.dumps(in_index, sort_keys=True) == json.dumps(doc["scores"], sort_keys=True)  # NaN-safe
         # each stage that ran left its metadata (probe and clips have their own places in the json)
-        assert set(names) - {"probe", "clips", "write"} <= set(doc["stages"]), sorted(doc["stages"])
+        assert set(names) - {"probe", "clips", "audio", "encode", "write"} <= set(doc["stages"]), sorted(doc["stages"])
         assert doc["lineage"] == json.loads(json.dumps(pipeline.lineage()))
         assert doc["lineage"]["pipeline"] == PIPELINE and [s["name"] for s in doc["lineage"]["stages"]] == names
 

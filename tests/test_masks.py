@@ -28,10 +28,11 @@ from stages.masks import (CONFIDENT, Masks, MasksParams, left_to_right, match_ma
                           object_phrases, spread_to_clip_frames)
 from stages.models.boxes import box_iou
 from stages.models.checkpoint_configs import save_random_grounding_dino, save_random_sam2_video
-from stages.models.grounding import NO_PHRASE, Detections, GroundingDino
+from stages.models.grounding import NO_PHRASE, Detections, GroundingDino, float32_matmul_precision
 from stages.models.image_preprocessing import (IMAGENET_MEAN, IMAGENET_STD, Normalisation, grounding_dino_pixels,
                                               sam2_pixels)
-from stages.models.sam2_video import NEW_OBJECT, Sam2VideoTracker, TrackedObjects, mask_bounding_boxes
+from stages.models.sam2_video import (ABSENT_LOGIT, NEW_OBJECT, ClipToTrack, Sam2VideoTracker, TrackedObjects,
+                                       mask_bounding_boxes)
 from stages.people import People, PeopleParams
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,10 +192,71 @@ def test_tracker_reproduces_transformers_video_propagation(checkpoints, video4):
     for output in model.propagate_in_video_iterator(session):
         expected = torch.nn.functional.interpolate(output.pred_masks.float(), size=(36, 48), mode="bilinear",
                                                    antialias=True)[:, 0].numpy()
-        np.testing.assert_allclose(tracked.logits[:, output.frame_idx].astype(np.float32), expected, atol=2e-2)
+        assert_same_logits(tracked.logits[:, output.frame_idx], expected)
         np.testing.assert_allclose(tracked.presence[:, output.frame_idx],
                                    output.object_score_logits.reshape(-1).sigmoid().numpy(), atol=1e-5)
     assert tracked.first_frame.tolist() == [0, 0]
+
+
+@needs_realdata
+def test_batched_steps_equal_transformers_per_object_steps_over_two_clips(checkpoints, video4, bedroom):
+    """Stepping the objects of two clips as one batch (a third object found later, so memories of
+    two lengths) gives the masks of transformers' own step run one object at a time."""
+    tracker = Sam2VideoTracker(checkpoints["seeing"], "cpu", torch.float32, batch_size=4, new_object_iou=2.0,
+                               max_objects=3)  # IoU above 1: every box starts an object
+    clips = [ClipToTrack(frames_of(video4, FrameSpec(max_side=240))[:10], {
+                 0: np.array([[10, 20, 150, 170], [170, 10, 310, 175]], np.float32),
+                 4: np.array([[60, 40, 200, 150]], np.float32)}, (36, 48)),
+             ClipToTrack(frames_of(bedroom, FrameSpec(max_side=240))[:7], {
+                 0: np.array([[20, 10, 110, 130], [120, 5, 230, 125]], np.float32)}, (27, 48))]
+    batched = tracker.track_clips(clips)
+    for clip, tracked in zip(clips, batched):
+        logits, presence = per_object_steps(tracker, clip)
+        assert tracked.first_frame.tolist() == sorted(frame for frame, boxes in clip.boxes_at.items() for _ in boxes)
+        assert_same_logits(tracked.logits, logits)
+        np.testing.assert_allclose(tracked.presence, presence, atol=1e-5)
+
+
+def assert_same_logits(ours: np.ndarray, theirs: np.ndarray) -> None:
+    """Equal up to rounding (random weights give logits of ~1e-3, so the bound scales with them), and
+    so the same masks but for pixels whose logit rounds across 0."""
+    ours = ours.astype(np.float32)
+    assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(theirs).max()
+    assert ((ours > 0) != (theirs > 0)).mean() < 1e-3
+
+
+def per_object_steps(tracker: Sam2VideoTracker, clip: ClipToTrack) -> tuple[np.ndarray, np.ndarray]:
+    """Logits [O, T, h, w] and presence [O, T] from Sam2VideoModel's per-object step and memory encoder,
+    one object at a time, tracked objects before the objects a frame's boxes start."""
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    model, side = tracker.model, tracker.image_size
+    height, width = clip.frames.shape[1:3]
+    pixels = sam2_pixels(clip.frames, side, tracker.norm, "cpu", torch.float32)
+    session = Sam2VideoInferenceSession(video=pixels, video_height=height, video_width=width, dtype=torch.float32)
+    n_objects = sum(len(boxes) for boxes in clip.boxes_at.values())
+    logits = np.full((n_objects, len(clip.frames), *clip.out_size), ABSENT_LOGIT, np.float32)
+    presence = np.zeros((n_objects, len(clip.frames)), np.float32)
+
+    def step(obj: int, index: int, points: dict | None) -> None:
+        out = model._run_single_frame_inference(session, index, obj, 1, points is not None, points, None, False,
+                                                streaming=True)
+        session.store_output(obj, index, output_value=out, is_conditioning_frame=points is not None)
+        model._batch_encode_memories(session, index, [obj], [out["high_res_masks"]], [out["object_score_logits"]],
+                                     [points is not None])
+        logits[obj, index] = torch.nn.functional.interpolate(out["pred_masks"], size=clip.out_size, mode="bilinear",
+                                                             antialias=True)[0, 0].numpy()
+        presence[obj, index] = out["object_score_logits"].sigmoid().item()
+
+    with torch.inference_mode():
+        for index in range(len(clip.frames)):
+            for obj in range(session.get_obj_num()):
+                step(obj, index, None)
+            for box in clip.boxes_at.get(index, []):
+                corners = torch.tensor(box).reshape(1, 1, 2, 2) * torch.tensor([side / width, side / height])
+                step(session.obj_id_to_idx(session.get_obj_num()), index, {
+                    "point_coords": corners, "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32)})
+    return logits, presence
 
 
 @needs_realdata
@@ -362,3 +424,14 @@ def test_tracks_ordered_left_to_right_and_labelled_by_their_detections():
     phrases = ["person", "woman in white", "girl with braids"]
     # track 0: "girl with braids" twice beats the other phrase once; track 1: only "person"; track 2: unlabelled
     assert object_phrases(objects, detections, phrases) == ["girl with braids", "person", None]
+
+
+def test_detector_tf32_is_scoped_to_its_calls_and_off_on_cpu(checkpoints):
+    previous = torch.get_float32_matmul_precision()
+    with float32_matmul_precision("high"):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == previous
+    with float32_matmul_precision(None):
+        assert torch.get_float32_matmul_precision() == previous
+    detector = GroundingDino(checkpoints["grounding"], "cpu", torch.float32, 0.0, 0.0, 0.5, 2, tf32=True)
+    assert not detector.tf32  # CPU matmuls stay plain float32

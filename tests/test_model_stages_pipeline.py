@@ -26,14 +26,14 @@ def corpus(tmp_path_factory):
     sam2 = save_random_sam2_video(root / "sam2", "test", object_score_bias=4.0)  # sees every object
     pipelines = root / "pipelines.yaml"
     pipelines.write_text(yaml.safe_dump({"masked": {"stages": [
-        {"probe": {}}, {"shots": {}}, {"clips": {"preset": "ultrafast"}},
+        {"probe": {}}, {"shots": {}}, {"clips": {}},
         {"people": {"detector_path": str(REALDATA / "YOLOX-ONNX-TFLite-Sample/model/yolox_nano.onnx"),
                     "pose_model_path": str(REALDATA / "MoveNet-Python-Example/tflite/"
                                            "lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite")}},
         {"masks": {"grounding_model_path": str(grounding), "sam2_model_path": str(sam2), "device": "cpu",
                    "tracker_dtype": "float32", "box_threshold": 0.0, "max_objects": 3, "max_side": 320,
                    "min_match_iou": 0.0}},  # random masks rarely overlap real people: accept any overlap
-        {"references": {}}, {"write": {}}]}}))
+        {"references": {}}, {"encode": {"preset": "ultrafast"}}, {"write": {}}]}}))
     listing = root / "inputs.txt"
     listing.write_text(str(REALDATA / "sam2/notebooks/videos/bedroom.mp4"))
     threads = torch.get_num_threads()

@@ -11,6 +11,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ADAPTIVE_SHOTS, REALDATA, REPO_ROOT
@@ -77,9 +78,23 @@ def test_kill_resume_and_incremental_run_on_an_object_store(inputs, s3_server, t
     assert sorted(clip.key for clip in clips) == sorted(member_hashes(local))
 
 
+# ingest with a frame-reading filter before encode: its frames are decoded from each clip's window
+# of the source, through a pre-signed URL when the source is an object
+FILTERED = """\
+filtered:
+  stages:
+    - probe
+    - shots: {detector: adaptive}
+    - clips
+    - quality
+    - encode
+    - write
+"""
+
+
 def test_inputs_read_from_an_object_store_give_the_same_clips(inputs, s3_server, tmp_path):
     """Videos uploaded under a prefix, and a manifest there naming them by relative path: listed
-    with fsspec, identified by reading both ends, probed and cut by ffmpeg through pre-signed URLs."""
+    with fsspec, identified by reading both ends, probed, analysed and cut through pre-signed URLs."""
     prefix = s3_server.fresh_url("raw")
     store = Storage(prefix)
     videos = [Path(line) for line in inputs["first"].read_text().splitlines()]
@@ -87,9 +102,16 @@ def test_inputs_read_from_an_object_store_give_the_same_clips(inputs, s3_server,
         store.write_atomic(f"videos/{video.name}", video.read_bytes())
     store.write_atomic("manifest.csv", ("path\n" + "".join(f"videos/{v.name}\n" for v in videos)).encode())
     from_prefix, from_manifest, local = tmp_path / "prefix", tmp_path / "manifest", tmp_path / "local"
-    assert main(_args(f"{prefix}/videos", from_prefix)) == 0
-    assert main(_args(f"{prefix}/manifest.csv", from_manifest)) == 0
-    assert main(_args(inputs["first"], local)) == 0
+    pipelines = tmp_path / "filtered.yaml"
+    pipelines.write_text(FILTERED)
+    filtered = ["--pipeline", "filtered", "--pipelines", str(pipelines)]
+    assert main(_args(f"{prefix}/videos", from_prefix) + filtered) == 0
+    assert main(_args(f"{prefix}/manifest.csv", from_manifest) + filtered) == 0
+    assert main(_args(inputs["first"], local) + filtered) == 0
     media = lambda output: {key: {m: h for m, h in members.items() if m != "json"}  # json names the path
                             for key, members in member_hashes(output).items()}
     assert media(from_prefix) == media(from_manifest) == media(local) and media(local)
+    sharpness = lambda output: sorted(zip(*pq.read_table(output / "index" / "clips.parquet",  # noqa: E731
+                                                         columns=["key", "status", "quality.sharpness"]).to_pydict().values()))
+    assert sharpness(from_prefix) == sharpness(local)
+    assert all(value is not None for _, status, value in sharpness(local) if status == "kept")  # measured on every kept clip

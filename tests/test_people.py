@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from conftest import REALDATA
+from conftest import REALDATA, REPO_ROOT
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, Item
 from stages.models.pose_metrics import (HUMAN_SIZES, amplitude_class, human_size_ranks, motion_amplitude,
                                         track_human_size)
 from stages.models.rtmpose import RTMPose, decode_simcc
-from stages.models.yolox import YoloxPersonDetector, anchor_grid, decode_person_boxes, nms
+from stages.models.yolox import Detections, YoloxPersonDetector, anchor_grid, decode_person_boxes, nms
 from stages.people import People, PeopleParams, link_tracks
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from people_bench import judge_everything, same_answer  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -203,6 +207,116 @@ def test_empty_clip_is_rejected(stage):
                                 "duration": 0.0}})
     stage.process([item])
     assert item.reject.reason == "no_frames"
+
+
+# ---------------------------------------------------------------- skipping what cannot change the answer
+
+class CountingPose:
+    """Wraps a PoseEstimator and counts the boxes it is asked to pose."""
+
+    def __init__(self, pose):
+        self.pose = pose
+        self.boxes_posed = 0
+
+    def estimate(self, image_rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        self.boxes_posed += len(boxes)
+        return self.pose.estimate(image_rgb, boxes)
+
+
+class ScriptedDetector:
+    """A PersonDetector that returns script[t] for sample t (its index is written in pixel 0, 0), and
+    counts its calls."""
+
+    def __init__(self, script: list[list[list[float]]]):
+        self.script = script
+        self.calls = 0
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        self.calls += 1
+        boxes = np.array(self.script[int(image_rgb[0, 0, 0])], dtype=np.float32).reshape(-1, 4)
+        return Detections(boxes, np.ones(len(boxes), np.float32))
+
+
+class VisibleBodyPose:
+    """A pose model that sees every joint of every box (spread along its diagonal, score 0.9)."""
+
+    def estimate(self, image_rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        along = (np.arange(17) + 1) / 18
+        keypoints = np.full((len(boxes), 17, 3), 0.9, dtype=np.float32)
+        keypoints[..., 0] = boxes[:, None, 0] + along * (boxes[:, None, 2] - boxes[:, None, 0])
+        keypoints[..., 1] = boxes[:, None, 1] + along * (boxes[:, None, 3] - boxes[:, None, 1])
+        return keypoints
+
+
+def scripted_runs(script: list[list[list[float]]]) -> tuple[Item, Item, People, People]:
+    """The stage as it runs, and judging everything, on 640x360 samples at 2 fps whose person boxes
+    are `script` (one list of xyxy boxes per sample); returns both items and both stages."""
+    runs = []
+    for process in (lambda stage, item: stage.process([item]), judge_everything):
+        stage = People(PeopleParams())
+        stage.detector, stage.pose, stage.face_detector = ScriptedDetector(script), CountingPose(VisibleBodyPose()), None
+        images = np.zeros((len(script), 360, 640, 3), np.uint8)
+        images[:, 0, 0, 0] = np.arange(len(script))
+        frames = ClipFrames(images=images, times=np.arange(len(script)) / 2.0, scale=1.0)
+        item = Item(source_id="x", source_path="none", key="x-0000", clip_index=0,
+                    frames={stage.frame_specs()[0]: frames},
+                    meta={"clips": {"fps": 10.0, "n_frames": 5 * len(script), "width": 640, "height": 360,
+                                    "has_audio": False, "duration": len(script) / 2.0}})
+        process(stage, item)
+        runs.append((item, stage))
+    (item, stage), (everything, full) = runs
+    return item, everything, stage, full
+
+
+def test_pose_is_skipped_where_the_boxes_decide():
+    """10 samples: a track must be salient, so large (3% of the frame), in 3 of them. A large box seen
+    in 2 samples and a small one in all can never be: no pose is asked for, detection stops once the
+    2 samples left could not make any track qualify, and the answer is the one judging everything gives."""
+    large, small = [50, 50, 150, 250], [500, 100, 540, 180]  # 20000 and 3200 px of 230400
+    item, everything, stage, full = scripted_runs([[large, small]] * 2 + [[small]] * 8)
+    assert item.reject.reason == everything.reject.reason == "no_people"
+    assert same_answer(everything, item)
+    assert stage.pose.boxes_posed == 0 and full.pose.boxes_posed == 2
+    assert stage.detector.calls == 8 and full.detector.calls == 10
+    assert item.meta["people"]["detected_frames"] == 8 and item.meta["people"]["posed_boxes"] == 0
+    assert item.meta["people"]["sampled_frames"] == 10
+
+
+def test_pose_is_skipped_for_a_track_too_brief_to_count():
+    """One person large in all 10 samples, another large in only 2: only the first is posed, and the
+    kept clip's scores, identities, arrays and pose.npz are those of judging everything."""
+    person, passer_by = [50, 50, 150, 250], [400, 50, 500, 250]
+    script = [[person, passer_by] if t in (4, 5) else [person] for t in range(10)]
+    item, everything, stage, full = scripted_runs(script)
+    assert item.kept and item.scores["people.n_people"] == 1
+    assert same_answer(everything, item)
+    assert stage.pose.boxes_posed == 10 and full.pose.boxes_posed == 12
+    assert stage.detector.calls == full.detector.calls == 10
+
+
+@needs_realdata
+@pytest.mark.parametrize("video, needs_pose", [(DATA_JUICER / "video1.mp4", False), (BEDROOM, True)],
+                         ids=["cartoon", "bedroom"])
+def test_skipping_keeps_the_answer_on_real_footage(stage, video, needs_pose):
+    """The cartoon (no_people: YOLOX boxes its characters, but no track is large in enough samples)
+    needs no pose at all; bedroom's two children keep all theirs. Both answers equal judging everything."""
+    counting = CountingPose(stage.pose)
+    skipping, everything = People(stage.params), People(stage.params)
+    for run in (skipping, everything):
+        run.detector, run.pose, run.face_detector = stage.detector, counting, None
+    data, clip = cut_clip(video, 0.0, 1e9)
+    frames = decode_frames(data, stage.frame_specs())
+    items = []
+    for process in (lambda item: skipping.process([item]), lambda item: judge_everything(everything, item)):
+        item = Item(source_id="x", source_path=str(video), key="x-0000", clip_index=0, start=0.0, end=clip["duration"],
+                    meta={"clips": clip}, frames=frames)
+        counting.boxes_posed = 0
+        process(item)
+        items.append((item, counting.boxes_posed))
+    (item, posed_boxes), (judged, all_posed) = items
+    assert same_answer(judged, item)
+    assert posed_boxes == item.meta["people"]["posed_boxes"] and all_posed == judged.meta["people"]["posed_boxes"]
+    assert 0 < posed_boxes <= all_posed if needs_pose else posed_boxes == 0 < all_posed
 
 
 def test_setup_names_the_missing_parameter(tmp_path):

@@ -27,7 +27,7 @@ def _error(path, name="p", overrides=None) -> str:
 
 def test_the_shipped_ingest_pipeline_loads():
     pipeline = load_pipeline("ingest")
-    assert [s.name for s in pipeline.stages] == ["probe", "shots", "clips", "write"]
+    assert [s.name for s in pipeline.stages] == ["probe", "shots", "clips", "encode", "write"]
 
 
 def test_unknown_stage_names_its_line_and_suggests(tmp_path):
@@ -76,7 +76,7 @@ def test_missing_required_parameter_names_the_stage_line(tmp_path, monkeypatch):
     module = types.ModuleType("stages.needs_weights")
     module.NeedsWeights = NeedsWeights
     monkeypatch.setitem(sys.modules, "stages.needs_weights", module)
-    monkeypatch.setattr("curation.pipeline.available_stages", lambda: ["probe", "shots", "clips", "needs_weights", "write"])
+    monkeypatch.setattr("curation.pipeline.available_stages", lambda: ["probe", "shots", "clips", "needs_weights", "encode", "write"])
     path = _write(tmp_path, """\
         p:
           stages:
@@ -84,6 +84,7 @@ def test_missing_required_parameter_names_the_stage_line(tmp_path, monkeypatch):
             - shots
             - clips
             - needs_weights: {}
+            - encode
             - write
         """)
     assert f"{path}:6: needs_weights: missing required parameter 'weights'" in _error(path)
@@ -96,6 +97,10 @@ def test_order_and_sink_rules(tmp_path):
     assert "needs 'shots' before it" in _error(path)
     path = _write(tmp_path, "p:\n  stages:\n    - probe\n    - shots\n    - clips\n")
     assert "ends with exactly one sink stage" in _error(path)
+    path = _write(tmp_path, "p:\n  stages:\n    - probe\n    - shots\n    - clips\n    - write\n")
+    assert "stage 'write' reads the clip's 'mp4', which encode adds" in _error(path)
+    path = _write(tmp_path, "p:\n  stages:\n    - probe\n    - shots\n    - clips\n    - speech\n    - encode\n    - write\n")
+    assert "stage 'speech' reads the clip's 'wav', which audio or encode adds: put that before it" in _error(path)
 
 
 def test_overrides_apply_and_are_validated():
@@ -132,8 +137,10 @@ def test_weight_paths_resolve_against_the_pipelines_file_and_must_exist(tmp_path
             - clips
             - faces:
                 model_path: models/yunet.onnx
+            - audio
             - speakers:
                 model_path: models/asd.model
+            - encode
             - write
         """)
     message = _error(path)
@@ -180,6 +187,7 @@ def test_a_stage_pool_is_read_from_its_entry_and_checked(tmp_path):
             - shots:
                 pool: {max_workers: 3, cpus: 2}
             - clips
+            - encode
             - write
         """)
     shots = load_pipeline("p", path).stages[1]

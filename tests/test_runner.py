@@ -11,7 +11,6 @@ from curation.executors import LocalExecutor, RayExecutor
 from curation.pipeline import Pipeline, StageConfig, load_pipeline
 from curation.runner import SegmentRunner, plan_segments
 from curation.stage import FrameSpec, Item, Params, Resources, Stage
-from stages.write import Write, WriteParams
 
 SMALL = FrameSpec(fps=2, max_side=64, gray=True)
 FULL = FrameSpec(fps=5)
@@ -65,8 +64,8 @@ class WithSetup(Stage):
 def _pipeline(*extra: type[Stage]) -> Pipeline:
     ingest = load_pipeline("ingest", overrides=["clips.max_clip_s=8", ADAPTIVE_SHOTS])
     added = [StageConfig(cls.name, cls, Params(), "test") for cls in extra]
-    sink = StageConfig("write", Write, WriteParams(), "test")
-    return Pipeline("test", ingest.stages[:-1] + added + [sink])
+    *cutting, encode, sink = ingest.stages  # the extra stages go where filters go: before the encode
+    return Pipeline("test", cutting + added + [encode, sink])
 
 
 def _clips(demo_inputs):
@@ -106,9 +105,23 @@ class OnGpu(Stage):
 def test_cpu_stages_share_a_segment_and_gpu_stages_get_their_own():
     segments = plan_segments(_pipeline(MeanLuma, WithSetup, FrameCount, OnGpu, FailsOnSecondClip))
     assert [s.label for s in segments] == ["probe+shots+clips+mean_luma+with_setup+frame_count", "on_gpu",
-                                           "fails_on_second"]
+                                           "fails_on_second+encode"]
     assert [s.needs_actor for s in segments] == [True, True, False]
     assert [s.resources().gpus for s in segments] == [0, 0.5, 0]
+
+
+def test_rejected_clips_are_never_encoded_and_clip_bytes_repeat(demo_inputs):
+    (segment,) = plan_segments(_pipeline(FrameCount, FailsOnSecondClip))
+    runs = []
+    for _ in range(2):
+        runner = SegmentRunner(segment)
+        clips = runner(_clips(demo_inputs))
+        encode = next(stage for stage in runner.stages if stage.name == "encode")
+        kept = [c for c in clips if c.kept]
+        assert len(kept) == 1 and encode.clips_encoded == 1  # the clip the filter rejected was not cut
+        assert abs(kept[0].scores["frame_count.n"] - kept[0].meta["clips"]["duration"] * 5) <= 1  # from the source window
+        runs.append(kept[0].members["mp4"])
+    assert runs[0] == runs[1]
 
 
 def test_a_segment_with_setup_decodes_once_too(demo_inputs):
@@ -184,7 +197,7 @@ def test_a_half_gpu_pool_runs_two_workers_per_gpu(demo_inputs):
     from curation.pipeline import Pool
 
     pipeline = _pipeline(HoldsAGpuShare)
-    pipeline.stages[-2].pool = Pool(min_workers=2, max_workers=2, gpus=0.5)
+    next(s for s in pipeline.stages if s.name == "holds_a_gpu_share").pool = Pool(min_workers=2, max_workers=2, gpus=0.5)
     ray.init(num_cpus=4, num_gpus=1, include_dashboard=False,  # CPUs left for the cutting and write tasks
              runtime_env={"env_vars": {"PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"}})
     try:

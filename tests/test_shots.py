@@ -19,8 +19,10 @@ from bench.shot_footage import (KINDS, LabelledVideo, build, real_video, score_t
 from conftest import require_realdata
 from curation.pipeline import load_pipeline
 from curation.run import RunOptions, run_pipeline
-from curation.stage import Item
+from curation.frames import decode_window
+from curation.stage import FrameSpec, Item
 from stages.clips import Clips, ClipsParams
+from stages.encode import Encode, EncodeParams
 from stages.probe import Probe, ProbeParams
 from stages.shots import Shots, ShotsParams
 
@@ -90,22 +92,34 @@ def test_real_cuts_are_found(shots_stage):
 
 @pytest.mark.parametrize("name", ["cuts", "video3"])
 def test_clips_hold_exactly_their_shots_frames(shots_stage, footage, name, tmp_path):
+    """The frames the analysis stages read from a clip's window of the source, and the frames of the
+    encoded clip, are both exactly the shot's frames."""
     video = footage[name] if name in footage else real_video(f"data-juicer/tests/ops/data/{name}.mp4")
     source = copy.deepcopy(_shots_of(shots_stage, video))
-    clips_stage = Clips(ClipsParams(min_clip_s=1.0, max_clip_s=30.0, preset="ultrafast"))
-    clips = [clip for clip in clips_stage.process([source]) if clip.kept]
+    clips = [clip for clip in Clips(ClipsParams(min_clip_s=1.0, max_clip_s=30.0)).process([source]) if clip.kept]
     source_frames = _small_frames(video.path.read_bytes())
     assert clips
+    windows = {clip.key: _gray(decode_window(str(video.path), clip.window, [WINDOW_SPEC])[WINDOW_SPEC].images)
+               for clip in clips}
+    Encode(EncodeParams(preset="ultrafast")).process(clips)
     for clip in clips:
+        assert clip.kept, clip.reject
         first, end = clip.meta["clips"]["source_frames"]
-        clip_frames = _small_frames(clip.members["mp4"])
-        assert len(clip_frames) == end - first
-        # each end frame is the source frame it should be, not its neighbour across the boundary
-        for got, index, neighbour in ((clip_frames[0], first, first - 1), (clip_frames[-1], end - 1, end)):
-            right = _distance(got, source_frames[index])
-            if 0 <= neighbour < len(source_frames):
-                assert right < _distance(got, source_frames[neighbour]), (clip.key, index)
-            assert right < 6.0, (clip.key, index, right)
+        for clip_frames in (windows[clip.key], _small_frames(clip.members["mp4"])):
+            assert len(clip_frames) == end - first == clip.meta["clips"]["n_frames"]
+            # each end frame is the source frame it should be, not its neighbour across the boundary
+            for got, index, neighbour in ((clip_frames[0], first, first - 1), (clip_frames[-1], end - 1, end)):
+                right = _distance(got, source_frames[index])
+                if 0 <= neighbour < len(source_frames):
+                    assert right < _distance(got, source_frames[neighbour]), (clip.key, index)
+                assert right < 6.0, (clip.key, index, right)
+
+
+WINDOW_SPEC = FrameSpec(gray=True)
+
+
+def _gray(images: np.ndarray) -> list[np.ndarray]:
+    return [cv2.resize(image, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32) for image in images]
 
 
 def _small_frames(data: bytes) -> list[np.ndarray]:
@@ -132,7 +146,7 @@ def test_long_sources_are_scored_in_chunks_with_the_same_answer(shots_stage, foo
 def test_the_index_keeps_every_sources_segments_even_when_no_clip_is_kept(footage, tmp_path):
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{footage['short_shots'].path}\n{footage['title_cards'].path}\n")
-    run_pipeline(load_pipeline("ingest", overrides=["clips.preset=ultrafast"]),
+    run_pipeline(load_pipeline("ingest", overrides=["encode.preset=ultrafast"]),
                  RunOptions(str(listing), str(tmp_path / "out"), progress=False))
     sources = {Path(row["path"]).stem: row for row in pq.read_table(tmp_path / "out/index/sources.parquet").to_pylist()}
     short = sources["short_shots"]  # every shot is under 4 s: no clip, and still its shot list

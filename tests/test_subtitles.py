@@ -1,17 +1,21 @@
 """subtitles: changing burned-in subtitles drop a clip, static titles and watermarks do not (real OCR
-on real footage from ../shared/realdata, in short windows)."""
+on real footage from ../shared/realdata, in short windows, and on generated subtitle footage with
+known answers from bench/subtitles_bench.py); a static line is read once, and reading stops once the
+clip is rejected."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from bench.subtitles_bench import subtitle_footage
 from clip_cutting import cut_clip
 from conftest import REALDATA
 from curation.frames import decode_frames
 from curation.stage import ClipFrames, Item
-from stages.subtitles import Subtitles, SubtitlesParams, substring_edit_distance
+from stages.subtitles import Subtitles, SubtitlesParams, pixels_changed, substring_edit_distance
 
 DJ = REALDATA / "data-juicer" / "tests" / "ops" / "data"
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real footage folder {REALDATA} is absent")
@@ -24,11 +28,42 @@ def clip_item(stage, path: Path, start: float, end: float) -> Item:
                 frames=decode_frames(data, stage.frame_specs()))
 
 
-@pytest.fixture(scope="module")
-def stage() -> Subtitles:
-    s = Subtitles(SubtitlesParams())
+def footage_item(stage, path: Path) -> Item:
+    return Item(source_id="x", source_path=str(path), key="x-0000", clip_index=0,
+                frames=decode_frames(str(path), stage.frame_specs()))
+
+
+def ready(params: SubtitlesParams) -> Subtitles:
+    s = Subtitles(params)
     s.setup()
     return s
+
+
+@pytest.fixture(scope="module")
+def stage() -> Subtitles:
+    return ready(SubtitlesParams())
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory) -> dict:
+    """Generated 8-s clips at 1 fps: a static title, two lines of one length swapped at 4 s in one
+    place, four subtitle lines of 2 s each."""
+    folder = tmp_path_factory.mktemp("subtitle-footage")
+    return {clip.name: clip for clip in subtitle_footage(folder, ["static_title", "same_band", "subtitles"])}
+
+
+@pytest.fixture
+def recognised(stage, monkeypatch) -> list[int]:
+    """Counts the crops the stage's recogniser is given, call by call."""
+    calls: list[int] = []
+    recognise = stage._ocr.recognise
+
+    def counting(crops):
+        calls.append(len(crops))
+        return recognise(crops)
+
+    monkeypatch.setattr(stage._ocr, "recognise", counting)
+    return calls
 
 
 def test_changing_subtitles_drop_the_clip(stage):
@@ -41,7 +76,9 @@ def test_changing_subtitles_drop_the_clip(stage):
     assert 0 < item.scores["subtitles.text_area_ratio"] < 1
     changing = [r for r in meta["regions"] if r["kind"] == "changing"]
     assert changing and all(len(r["texts"]) >= 2 for r in changing)
-    assert len(meta["texts"]) == len(meta["sample_times"]) == len(meta["boxes"]) == 8
+    # decided at the first change, so the samples after it were not read
+    assert meta["stopped_early_at"] == meta["sample_times"][-1] < 7
+    assert len(meta["texts"]) == len(meta["sample_times"]) == len(meta["boxes"]) < 8
 
 
 def test_static_title_is_not_a_subtitle_change(stage):
@@ -68,6 +105,72 @@ def test_cartoon_subtitles_change_while_watermark_stays(stage):
     assert item.reject is not None and item.reject.reason == "subtitle_change"
     kinds = {r["kind"] for r in item.meta["subtitles"]["regions"]}
     assert kinds == {"static", "changing"}
+
+
+def test_static_title_is_read_once(stage, footage, recognised):
+    # a title over a person walking: its edges stay put while the picture around it moves
+    item = footage_item(stage, footage["static_title"].path)
+    stage.process([item])
+    meta = item.meta["subtitles"]
+    assert item.reject is None and meta["stopped_early_at"] is None
+    assert [r["texts"] for r in meta["regions"]] == [["morningnews"]]
+    assert all(texts == ["MORNING NEWS"] for texts in meta["texts"]) and len(meta["texts"]) == 8
+    assert sum(recognised) == meta["n_lines_recognised"] == 1
+
+
+def test_reading_every_line_gives_the_same_answer(stage, footage):
+    full = ready(SubtitlesParams(det_max_side=stage.params.max_side, recognise="all", stop_early=False))
+    items = {s: footage_item(s, footage["static_title"].path) for s in (stage, full)}
+    for s, item in items.items():
+        s.process([item])
+    changed, every = (items[s].meta["subtitles"] for s in (stage, full))
+    assert every["n_lines_recognised"] == 8  # the title, in each of the 8 samples
+    assert [(r["kind"], r["texts"]) for r in every["regions"]] == [(r["kind"], r["texts"]) for r in changed["regions"]]
+    assert items[full].scores["subtitles.text_area_ratio"] == pytest.approx(
+        items[stage].scores["subtitles.text_area_ratio"], rel=0.1)
+
+
+def test_text_changing_within_one_band_is_a_change(stage, footage):
+    # two lines of one length in one place: only the glyphs tell them apart
+    item = footage_item(stage, footage["same_band"].path)
+    stage.process([item])
+    assert item.reject is not None and item.reject.reason == "subtitle_change"
+    [region] = item.meta["subtitles"]["regions"]
+    assert region["kind"] == "changing" and len(region["texts"]) == 2
+    assert item.meta["subtitles"]["stopped_early_at"] == 4.0
+
+
+def test_reading_stops_once_the_clip_is_rejected(stage, footage, recognised):
+    # four lines of 2 s each: decided at 2 s, where the second line replaces the first
+    item = footage_item(stage, footage["subtitles"].path)
+    stage.process([item])
+    meta = item.meta["subtitles"]
+    assert item.reject.reason == "subtitle_change" and item.scores["subtitles.n_text_changes"] == 1
+    assert meta["stopped_early_at"] == 2.0 and meta["sample_times"] == [0.0, 1.0, 2.0]
+    assert sum(recognised) == 2
+    whole = ready(SubtitlesParams(stop_early=False))
+    item = footage_item(whole, footage["subtitles"].path)
+    whole.process([item])
+    assert item.scores["subtitles.n_text_changes"] == 3 and item.meta["subtitles"]["stopped_early_at"] is None
+    assert item.meta["subtitles"]["n_lines_recognised"] == 4
+
+
+def test_a_line_changed_when_its_glyphs_moved_not_its_background():
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(0)
+
+    def line(text: str) -> np.ndarray:  # white outlined text over a fresh, smooth, random background
+        texture = cv2.GaussianBlur(rng.normal(0, 1, (40, 320)), (0, 0), 3)
+        image = Image.fromarray((130 + 70 * texture / np.abs(texture).max()).astype(np.uint8))
+        ImageDraw.Draw(image).text((160, 20), text, font=ImageFont.load_default(size=26), anchor="mm",
+                                   fill=255, stroke_width=2, stroke_fill=0)
+        return np.asarray(image)
+
+    title = line("They left the house at nine")
+    assert not pixels_changed(line("They left the house at nine"), title)
+    assert pixels_changed(line("Nobody saw the car go past"), title)
+    assert pixels_changed(title, np.full_like(title, 128))  # no edges to compare: read it again
 
 
 def test_footage_without_text_is_kept_with_empty_result(stage):

@@ -35,7 +35,7 @@ def _talking(videos, folder, executor, syncnet_path):
     require_realdata()
     listing = folder / "inputs.txt"
     listing.write_text("\n".join(map(str, videos)))
-    overrides = ["clips.preset=ultrafast", ADAPTIVE_SHOTS, f"syncnet.model_path={syncnet_path}",
+    overrides = ["encode.preset=ultrafast", ADAPTIVE_SHOTS, f"syncnet.model_path={syncnet_path}",
                  "syncnet.min_sync_conf=-1000"]  # random weights: keep every clip
     run_pipeline(load_pipeline("talking", overrides=overrides),
                  RunOptions(str(listing), str(folder / "out"), executor, progress=False))

@@ -13,6 +13,7 @@ boxes are reduced by non-maximum suppression.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def clean_phrases(phrases: list[str]) -> list[str]:
 
 class GroundingDino:
     def __init__(self, folder: str | Path, device: str, dtype: torch.dtype, box_threshold: float,
-                 text_threshold: float, nms_iou: float, batch_size: int, max_detections: int = 900):
+                 text_threshold: float, nms_iou: float, batch_size: int, max_detections: int = 900,
+                 tf32: bool = False):
         self.model = GroundingDinoForObjectDetection.from_pretrained(folder, dtype=dtype).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         size = read_preprocessor_config(folder).get("size", {})
@@ -81,6 +83,7 @@ class GroundingDino:
         self.device, self.dtype = device, dtype
         self.box_threshold, self.text_threshold, self.nms_iou = box_threshold, text_threshold, nms_iou
         self.batch_size, self.max_detections = batch_size, max_detections
+        self.tf32 = tf32 and torch.device(device).type == "cuda"  # CPUs keep plain float32
 
     def prompt(self, phrases: list[str]) -> TextPrompt:
         return TextPrompt.of(phrases, self.tokenizer, self.model.config.max_text_len)
@@ -94,8 +97,9 @@ class GroundingDino:
             pixels = grounding_dino_pixels(batch, self.shortest_edge, self.longest_edge, self.norm, self.device,
                                            self.dtype)
             text = {name: value.to(self.device).expand(len(batch), -1) for name, value in prompt.encoding.items()}
-            outputs = self.model(pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long),
-                                 **text)
+            with float32_matmul_precision("high" if self.tf32 else None):
+                outputs = self.model(pixel_values=pixels, pixel_mask=torch.ones_like(pixels[:, 0], dtype=torch.long),
+                                     **text)
             found.extend(self.postprocess(outputs.logits, outputs.pred_boxes, prompt, batch.shape[1:3]))
         return found
 
@@ -128,3 +132,19 @@ class GroundingDino:
                             phrases.cpu().numpy().astype(np.int64))
         order = nms(result.boxes, result.scores, self.nms_iou)
         return Detections(result.boxes[order], result.scores[order], result.phrases[order])
+
+
+@contextmanager
+def float32_matmul_precision(precision: str | None):
+    """torch's float32 matrix-product precision set to `precision` ("high": TF32 tensor cores on CUDA)
+    inside the block and restored after it; None leaves it as it is. The setting is read when a
+    kernel is launched, so it covers what the block queues."""
+    if precision is None:
+        yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -7,12 +7,15 @@ each; a reply that could not be had (timeout, HTTP error, bad response body) com
 """
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import socket
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -40,8 +43,7 @@ class OpenAIChatClient:
 
     @property
     def url(self) -> str:
-        base = self.endpoint_url.rstrip("/")
-        return base if base.endswith("/chat/completions") else base + "/chat/completions"
+        return chat_completions_url(self.endpoint_url)
 
     def complete(self, conversations: list[Conversation]) -> list[str | ChatRequestError]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -58,31 +60,49 @@ class OpenAIChatClient:
                 "temperature": self.temperature}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            raise ChatRequestError(f"HTTP {error.code} from {self.url}: {error.read()[:200]!r}") from error
-        except (TimeoutError, socket.timeout) as error:
-            raise ChatRequestError(f"no reply from {self.url} within {self.timeout_s} s") from error
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                raise ChatRequestError(f"no reply from {self.url} within {self.timeout_s} s") from error
-            raise ChatRequestError(f"cannot reach {self.url}: {error.reason}") from error
-        return _message_content(payload)
+        return message_content(post_chat_completion(self.url, body, self.api_key, self.timeout_s))
 
 
-def _message_content(payload: bytes) -> str:
+def chat_completions_url(endpoint_url: str) -> str:
+    """`<base>/chat/completions` for a base URL such as http://host:8000/v1 (a full URL stays as it is)."""
+    base = endpoint_url.rstrip("/")
+    return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+
+def post_chat_completion(url: str, body: dict[str, Any], api_key: str | None, timeout_s: float) -> dict[str, Any]:
+    """The JSON reply to one chat completions request; ChatRequestError when there is none (timeout,
+    HTTP error, unreachable server, connection dropped, a body that is not JSON)."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        content = json.loads(payload)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as error:
-        raise ChatRequestError(f"not a chat completion response: {payload[:200]!r}") from error
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as error:
+        raise ChatRequestError(f"HTTP {error.code} from {url}: {error.read()[:200]!r}") from error
+    except (TimeoutError, socket.timeout) as error:
+        raise ChatRequestError(f"no reply from {url} within {timeout_s} s") from error
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, (TimeoutError, socket.timeout)):
+            raise ChatRequestError(f"no reply from {url} within {timeout_s} s") from error
+        raise ChatRequestError(f"cannot reach {url}: {error.reason}") from error
+    except (http.client.HTTPException, OSError) as error:  # the server dropped the connection mid-reply
+        raise ChatRequestError(f"connection to {url} failed: {error!r}") from error
+    try:
+        return json.loads(payload)
+    except ValueError as error:
+        raise ChatRequestError(f"not JSON from {url}: {payload[:200]!r}") from error
+
+
+def message_content(response: dict[str, Any]) -> str:
+    """The reply's text; ChatRequestError if the response holds none."""
+    try:
+        content = response["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as error:
+        raise ChatRequestError(f"not a chat completion response: {str(response)[:200]}") from error
     if not isinstance(content, str):
-        raise ChatRequestError(f"chat completion without text content: {payload[:200]!r}")
+        raise ChatRequestError(f"chat completion without text content: {str(response)[:200]}")
     return content
 
 
@@ -113,3 +133,14 @@ class LocalChatModel:
         output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def api_key_from_env(parameter: str, env_name: str | None) -> str | None:
+    """The API key in the environment variable `env_name` names (None: no key); `parameter` is the
+    stage parameter that names it, for the error."""
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name)
+    if not key:
+        raise ValueError(f"{parameter} names {env_name!r}, but that environment variable is not set")
+    return key

@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.models.ocr import TextLine
-
 if TYPE_CHECKING:
     from curation.stage import WeightPath
     from stages.subtitles import SubtitlesParams
@@ -28,7 +26,15 @@ class RapidOcrBackend:
         """Needs no weight parameter: its models come with the package."""
         return cls(params.threads)
 
-    def __call__(self, rgb: np.ndarray) -> list[TextLine]:
-        result, _ = self._engine(np.ascontiguousarray(rgb[..., ::-1]), use_cls=False)  # expects BGR
-        return [TextLine(np.asarray(quad, dtype=np.float32), text, float(score))
-                for quad, text, score in (result or [])]
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        quads, _ = self._engine.text_det(np.ascontiguousarray(rgb[..., ::-1]))  # expects BGR
+        return [] if quads is None else [np.asarray(quad, dtype=np.float32) for quad in quads]
+
+    def recognise(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        # one crop per call: in a batch every crop is padded to the widest one's width, which costs
+        # more and leaves the shorter lines to read trailing noise
+        return [self._read_one(crop) for crop in crops]
+
+    def _read_one(self, crop: np.ndarray) -> tuple[str, float]:
+        [(text, score)], _ = self._engine.text_rec([np.ascontiguousarray(crop[..., ::-1])])  # expects BGR
+        return text, float(score)

@@ -45,7 +45,7 @@ class YoloxPersonDetector:
 
     def detect(self, image_rgb: np.ndarray) -> Detections:
         """People in one RGB uint8 image [H, W, 3]."""
-        blob, ratio = letterbox(image_rgb[..., ::-1], self.input_size)
+        blob, ratio = letterbox(image_rgb, self.input_size)
         raw = self.session.run(None, {self.input_name: blob})[0][0]
         boxes, scores = decode_person_boxes(raw, self.grid, self.grid_strides)
         keep = scores > self.score_threshold
@@ -56,14 +56,16 @@ class YoloxPersonDetector:
         return Detections(boxes=boxes[order], scores=scores[order].astype(np.float32))
 
 
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """The [1, 3, size, size] float32 network input and the resize ratio (input px per image px)."""
-    height, width = image_bgr.shape[:2]
+def letterbox(image_rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The [1, 3, size, size] float32 network input (BGR planes) and the resize ratio (input px per image px)."""
+    height, width = image_rgb.shape[:2]
     ratio = min(size / height, size / width)
-    resized = cv2.resize(image_bgr, (int(width * ratio), int(height * ratio)), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((size, size, 3), LETTERBOX_FILL, dtype=np.uint8)
-    canvas[:resized.shape[0], :resized.shape[1]] = resized
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), ratio
+    resized = cv2.resize(image_rgb, (int(width * ratio), int(height * ratio)), interpolation=cv2.INTER_LINEAR)
+    blob = np.full((1, 3, size, size), LETTERBOX_FILL, dtype=np.float32)
+    # resized straight into the planes, channels reversed there: half the time of swapping on the
+    # image and converting a whole uint8 canvas, the same values
+    blob[0, :, :resized.shape[0], :resized.shape[1]] = resized.transpose(2, 0, 1)[::-1]
+    return blob, ratio
 
 
 def anchor_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
