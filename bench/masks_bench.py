@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import tempfile
 import time
@@ -160,6 +161,9 @@ def main() -> None:
                              "compare them side by side)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="--workers: batches of clips each worker processes after a warm-up")
+    parser.add_argument("--one-call-at-a-time", action="store_true",
+                        help="--workers: each worker takes one batch at a time (no decode beside the stage), as before "
+                             "GPU segments took two")
     args = parser.parse_args()
     if args.tiny:
         args.device, args.dtype, args.detector_dtype = "cpu", "float32", "float32"
@@ -266,18 +270,25 @@ def compare_worker_counts(args, checkpoints: tuple[Path, Path], data: bytes, cli
 
 
 def stage_worker(args, checkpoints, data: bytes, clip: dict, ready, start, done) -> None:
-    """A masks actor: decodes each batch of clips and runs the stage on it, as a Ray worker does."""
+    """A masks actor: decodes each batch of clips and runs the stage on it, as a Ray worker does,
+    taking `calls_at_once` batches at a time (one decoding while the other runs the stage) unless
+    --one-call-at-a-time."""
     segment = Segment([StageConfig("masks", Masks, masks_params(args, *checkpoints), "bench")], video_member="mp4")
     runner = SegmentRunner(segment)
+    at_once = 1 if args.one_call_at_a_time else segment.calls_at_once
 
     def clips() -> list[Item]:
         return [new_item(clip, members={"mp4": data}) for _ in range(segment.items_per_batch)]
 
+    def batches(count: int) -> Item:
+        return [runner(clips())[-1] for _ in range(count)][-1]
+
     runner(clips())  # warm-up
     ready.wait()
     start.wait()
-    for _ in range(args.rounds):
-        item = runner(clips())[-1]
+    shares = [args.rounds // at_once + (k < args.rounds % at_once) for k in range(at_once)]
+    with ThreadPoolExecutor(at_once) as pool:
+        item = list(pool.map(batches, shares))[-1]
     memory = 0.0
     if on_cuda(args.device):
         torch.cuda.synchronize()

@@ -87,8 +87,9 @@ class RayExecutor:
             kind = "actors" if segment.needs_actor else "tasks"
             gpu = f" + {options['num_gpus']:g} GPU" if options.get("num_gpus") else ""
             capped = " (capped to the largest node)" if options["memory"] < segment.resources().memory_gb * 2**30 else ""
+            overlap = "; decodes the next batch while one runs" if segment.calls_at_once > 1 else ""
             lines.append(f"segment {i}: {segment.label} ({kind} {low}-{high}, {options['num_cpus']:g} CPU{gpu}, "
-                         f"{options['memory'] / 2**30:.3g} GB{capped} each)")
+                         f"{options['memory'] / 2**30:.3g} GB{capped} each{overlap})")
         params = pipeline.sink.params
         return lines + [f"write: tasks in the workers, one shard per {params.max_samples_per_shard} samples "
                         f"(or {params.max_bytes_per_shard / 1e9:g} GB)"]
@@ -141,10 +142,14 @@ class RayExecutor:
         return min(pool.min_workers, most), most
 
     def _add_segment(self, dataset, segment: Segment, total: dict, node: dict):
+        from ray.data import ActorPoolStrategy
+
         options = dict(batch_size=segment.items_per_batch, batch_format="numpy", **_reservation(segment, node))
         low, high = self._workers(segment, total)
         if segment.needs_actor:
-            return dataset.map_batches(_ActorSegment, fn_constructor_args=(segment,), concurrency=(low, high), **options)
+            pool = ActorPoolStrategy(min_size=low, max_size=high, max_concurrent_calls_per_actor=segment.calls_at_once,
+                                     enable_true_multi_threading=segment.calls_at_once > 1)
+            return dataset.map_batches(_ActorSegment, fn_constructor_args=(segment,), compute=pool, **options)
         return dataset.map_batches(_task_segment, fn_args=(segment,), concurrency=high, **options)
 
 

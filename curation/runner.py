@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -41,6 +42,14 @@ class Segment:
     @property
     def needs_actor(self) -> bool:
         return self.on_gpu or any(s.cls.has_setup() for s in self.stages)
+
+    @property
+    def calls_at_once(self) -> int:
+        """Batches one worker takes at a time: 2 for a GPU segment that decodes frames, so that one
+        batch's decode (on the worker's CPUs) runs while the other's stages hold the GPU (the runner
+        lets one batch at a time into its stages); 1 otherwise."""
+        decodes = any(s.build().frame_specs() for s in self.stages)
+        return 2 if self.on_gpu and decodes else 1
 
     def resources(self) -> Resources:
         """What one worker of the segment reserves: the most any of its stages needs, unless the
@@ -109,11 +118,14 @@ class SegmentRunner:
         self.still_read = [set(segment.read_later).union(*(s.reads_arrays for s in self.stages[i + 1:]))
                            for i in range(len(self.stages))]
         self.decodes = 0  # clips decoded by this runner, for tests and stats
+        self._stages_in_use = threading.Lock()  # a worker may be handed batches at once: decode them side
+        # by side, run the stages (models, GPU) on one batch at a time
 
     def __call__(self, items: list[Item]) -> list[Item]:
         for position, stage in enumerate(self.stages):
             self._decode_for(items, self.stages[position:])
-            items = self._run_stage(stage, items)
+            with self._stages_in_use:
+                items = self._run_stage(stage, items)
             _drop_unneeded(items, self.still_read[position])
         for item in items:
             item.frames = None

@@ -162,9 +162,13 @@ class SummarisingSink:
 
 class HoldsAGpuShare(Stage):
     """Records what Ray reserved for the worker it runs in (tests may import Ray; stages may not),
-    and holds the item long enough that workers sharing a GPU overlap in time."""
+    and holds the item long enough that workers sharing a GPU overlap in time. It reads frames, so
+    its worker takes two batches at once: one decoding while the other runs."""
 
     name = "holds_a_gpu_share"
+
+    def frame_specs(self):
+        return [SMALL]
 
     def setup(self):
         import os
@@ -207,6 +211,7 @@ def test_a_half_gpu_pool_runs_two_workers_per_gpu(demo_inputs):
     finally:
         ray.shutdown()
     assert "segment 2: holds_a_gpu_share (actors 2-2, 1 CPU + 0.5 GPU" in "\n".join(plan)
+    assert "decodes the next batch while one runs" in plan[2]
     assert len(records) == 4 and all(r["resources"]["GPU"] == 0.5 for r in records)
     spans = {}
     for record in records:
@@ -214,3 +219,5 @@ def test_a_half_gpu_pool_runs_two_workers_per_gpu(demo_inputs):
     assert len(spans) == 2  # two workers on the one GPU
     first, second = (sorted(s) for s in spans.values())
     assert any(a[0] < b[1] and b[0] < a[1] for a in first for b in second)  # at the same time
+    for own in (first, second):  # a worker takes two batches at once, but runs its stage on one at a time
+        assert all(earlier[1] <= later[0] for earlier, later in zip(own, own[1:]))
