@@ -199,6 +199,9 @@ class Stage:
     video_member: ClassVar[str | None] = None  # the member later stages decode their frames from
     source_scores: ClassVar[bool] = False  # its scores describe the source: columns of sources.parquet too
     source_columns: ClassVar[tuple[str, ...]] = ()  # its meta fields kept as JSON columns "<stage>.<field>" of sources.parquet
+    # top-level fields of the sample json its annotate_sample fills, with the value a sample has when
+    # the stage gave none (a rejected clip): every sample of a pipeline with the stage has them
+    sample_fields: ClassVar[dict[str, Any]] = {}
     analysis: ClassVar[dict[str, str]] = {}  # corpus-analysis dimension (paper E.2) -> this stage's score
 
     def __init__(self, params: Params):

@@ -7,6 +7,7 @@ run writes each sample exactly once.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
@@ -96,6 +97,7 @@ class SampleDocument:
         self.stage_classes = [config.cls for config in pipeline.stages]
         self.source_score_prefixes = tuple(f"{cls.name}." for cls in self.stage_classes if cls.source_scores)
         self.source_columns = [(cls.name, field) for cls in self.stage_classes for field in cls.source_columns]
+        self.sample_fields = {name: value for cls in self.stage_classes for name, value in cls.sample_fields.items()}
 
     def members(self, item: Item) -> dict[str, Any]:
         return {"__key__": item.key, "json": self.json(item), **item.members}
@@ -104,9 +106,7 @@ class SampleDocument:
         document = {
             "key": item.key,
             "source": {"id": item.source_id, "path": item.source_path, "sha256": item.source_file.get("sha256")},
-            "clip": None,
-            "caption": None,
-            "identities": [],
+            **copy.deepcopy(self.sample_fields),
             "scores": item.scores,
             "stages": dict(item.meta),
             "lineage": self.lineage,

@@ -98,6 +98,7 @@ class CaptionParams(Params):
 
 class Caption(Stage):
     name = "caption"
+    sample_fields = {"caption": None}
     Params = CaptionParams
 
     @classmethod

@@ -37,6 +37,7 @@ class Clips(Stage):
     level = "source"
     requires = ("shots",)
     Params = ClipsParams
+    sample_fields = {"clip": None}
 
     @classmethod
     def annotate_sample(cls, document: dict) -> None:

@@ -39,6 +39,7 @@ class IdentitiesParams(Params):
 
 class Identities(Stage):
     name = "identities"
+    sample_fields = {"identities": []}
     requires = ("faces", "speakers")
     Params = IdentitiesParams
     adds_members = ("speak.npz",)

@@ -65,6 +65,7 @@ class MasksParams(Params):
 
 class Masks(Stage):
     name = "masks"
+    sample_fields = {"identities": []}
     Params = MasksParams
     adds_members = ("masks.npz",)
     reads_arrays = ("people.boxes", "people.frames")

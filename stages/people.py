@@ -115,6 +115,7 @@ class FramePeople:
 
 class People(Stage):
     name = "people"
+    sample_fields = {"identities": []}
     level = "clip"
     Params = PeopleParams
     adds_members = ("pose.npz",)
